@@ -1,0 +1,54 @@
+#pragma once
+// From spooled instances to processed studies: quiet-period assembly, durable jobs, a worker pool.
+#include <atomic>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "nephra/config/config.h"
+#include "nephra/scp/spool.h"
+#include "nephra/scp/storage_server.h"
+
+namespace nephra::pipeline {
+
+// One stage of processing a sealed study round. Throwing fails the job (logged, marked failed).
+class StudyStep {
+ public:
+  virtual ~StudyStep() = default;
+  [[nodiscard]] virtual std::string name() const = 0;
+  virtual void run(const scp::StudyRound& round, scp::Spool& spool) = 0;
+};
+
+struct PipelineStats {
+  std::atomic<unsigned long> instances_stored{0};
+  std::atomic<unsigned long> late_instances{0};
+  std::atomic<unsigned long> studies_completed{0};
+  std::atomic<unsigned long> jobs_done{0};
+  std::atomic<unsigned long> jobs_failed{0};
+  std::atomic<long> queue_depth{0};
+};
+
+class Pipeline : public scp::InstanceSink {
+ public:
+  Pipeline(const config::Config& cfg, scp::Spool& spool, std::vector<std::unique_ptr<StudyStep>> steps);
+  Pipeline(const Pipeline&) = delete;
+  Pipeline& operator=(const Pipeline&) = delete;
+  ~Pipeline() override;
+
+  // Rescans the spool: open studies restart their quiet period, unfinished rounds are queued again.
+  void start();
+  // Stops sealing, lets running jobs finish; queued jobs stay on disk for the next start.
+  void stop();
+
+  void on_stored(const scp::InstanceInfo& info, const scp::StoreResult& result) override;
+  [[nodiscard]] const PipelineStats& stats() const;
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The inventory step: writes the round's manifest.json (series, instances, SOP classes, transfer syntaxes).
+std::unique_ptr<StudyStep> make_inventory_step();
+
+}  // namespace nephra::pipeline

@@ -1,0 +1,67 @@
+#include "durable_io.h"
+
+#include <fcntl.h>
+#include <sys/stat.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include "nephra/scp/spool.h"
+
+namespace nephra::scp::io {
+namespace {
+
+[[noreturn]] void fail(const std::string& what, const std::filesystem::path& path) {
+  throw SpoolError(what + " " + path.filename().string() + ": " + std::strerror(errno));
+}
+
+class Fd {
+ public:
+  explicit Fd(int fd) : fd_(fd) {}
+  Fd(const Fd&) = delete;
+  Fd& operator=(const Fd&) = delete;
+  ~Fd() {
+    if (fd_ >= 0) ::close(fd_);
+  }
+  [[nodiscard]] int get() const { return fd_; }
+
+ private:
+  int fd_;
+};
+
+}  // namespace
+
+void fsync_path(const std::filesystem::path& path) {
+  const Fd fd(::open(path.c_str(), O_RDONLY | O_CLOEXEC));
+  if (fd.get() < 0) fail("open", path);
+  if (::fsync(fd.get()) != 0) fail("fsync", path);
+}
+
+void write_file(const std::filesystem::path& path, const std::string& content) {
+  const Fd fd(::open(path.c_str(), O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0640));
+  if (fd.get() < 0) fail("open", path);
+  size_t done = 0;
+  while (done < content.size()) {
+    const ssize_t n = ::write(fd.get(), content.data() + done, content.size() - done);
+    if (n < 0 && errno == EINTR) continue;
+    if (n < 0) fail("write", path);
+    done += static_cast<size_t>(n);
+  }
+  if (::fsync(fd.get()) != 0) fail("fsync", path);
+}
+
+void rename_into(const std::filesystem::path& from, const std::filesystem::path& to) {
+  if (::rename(from.c_str(), to.c_str()) != 0) fail("rename", to);
+}
+
+bool make_dir_durable(const std::filesystem::path& dir) {
+  if (::mkdir(dir.c_str(), 0750) != 0) {
+    if (errno == EEXIST) return false;
+    fail("mkdir", dir);
+  }
+  fsync_path(dir.parent_path());
+  return true;
+}
+
+}  // namespace nephra::scp::io

@@ -1,0 +1,186 @@
+#include "nephra/scp/storage_server.h"
+
+#include <arpa/inet.h>
+#include <dcmtk/dcmnet/assoc.h>
+#include <dcmtk/dcmnet/dul.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <fcntl.h>
+#include <poll.h>
+#include <spdlog/spdlog.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+#include <list>
+#include <mutex>
+#include <stdexcept>
+
+#include "store_scp.h"
+
+namespace nephra::scp {
+namespace {
+
+constexpr int kAcceptPollMs = 200;
+constexpr Uint32 kMaxReceivePdu = 65536;
+
+int open_listen_socket(const std::string& bind, int port) {
+  const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
+  const int one = 1;
+  ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_port = htons(static_cast<uint16_t>(port));
+  ::inet_pton(AF_INET, bind.c_str(), &addr.sin_addr);
+  if (::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0 || ::listen(fd, 64) != 0) {
+    const std::string reason = std::strerror(errno);
+    ::close(fd);
+    throw std::runtime_error("cannot listen on " + bind + ":" + std::to_string(port) + ": " + reason);
+  }
+  return fd;
+}
+
+}  // namespace
+
+struct StorageServer::Impl {
+  const config::Config& cfg;
+  Spool& spool;
+  InstanceSink& sink;
+  DcmSCPConfig scp_config;
+  T_ASC_Network* network = nullptr;
+  int listen_fd = -1;
+  int network_fd = -1;
+  std::atomic<bool> stopping{false};
+  std::thread listener;
+
+  struct Worker {
+    std::thread thread;
+    std::shared_ptr<std::atomic<bool>> finished = std::make_shared<std::atomic<bool>>(false);
+  };
+  std::mutex workers_mutex;
+  std::list<Worker> workers;
+
+  Impl(const config::Config& c, Spool& s, InstanceSink& k) : cfg(c), spool(s), sink(k) {}
+
+  void configure() {
+    scp_config.setAETitle(cfg.node.ae_title.c_str());
+    scp_config.setMaxReceivePDULength(kMaxReceivePdu);
+    scp_config.setHostLookupEnabled(OFFalse);
+    scp_config.setACSETimeout(30);
+    scp_config.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
+    scp_config.setDIMSETimeout(60);
+    if (const OFCondition cond = add_storage_contexts(scp_config); cond.bad()) {
+      throw std::runtime_error(std::string("presentation contexts: ") + cond.text());
+    }
+  }
+
+  size_t reap_workers() {
+    const std::lock_guard guard(workers_mutex);
+    for (auto it = workers.begin(); it != workers.end();) {
+      if (it->finished->load()) {
+        it->thread.join();
+        it = workers.erase(it);
+      } else {
+        ++it;
+      }
+    }
+    return workers.size();
+  }
+
+  void reject(T_ASC_Association* assoc, T_ASC_RejectParametersReason reason) {
+    T_ASC_RejectParameters rej{ASC_RESULT_REJECTEDTRANSIENT, ASC_SOURCE_SERVICEPROVIDER_PRESENTATION_RELATED, reason};
+    ASC_rejectAssociation(assoc, &rej);
+    ASC_dropAssociation(assoc);
+    ASC_destroyAssociation(&assoc);
+  }
+
+  void run_association(T_ASC_Association* assoc) {
+    const std::lock_guard guard(workers_mutex);
+    Worker& worker = workers.emplace_back();
+    worker.thread = std::thread([this, assoc, done = worker.finished] {
+      StoreScp scp(cfg, spool, sink);
+      scp.setSharedConfig(DcmSharedSCPConfig(scp_config));
+      scp.run(assoc);
+      done->store(true);
+    });
+  }
+
+  void accept_one(int fd) {
+    const int one = 1;
+    // DCMTK leaves Nagle on by default, which makes C-STORE about 20x slower on loopback.
+    ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    // Hand the accepted socket to DCMTK; only this thread ever sets the (process-wide) handle.
+    dcmExternalSocketHandle.set(fd);
+    T_ASC_Association* assoc = nullptr;
+    const OFCondition cond =
+        ASC_receiveAssociation(network, &assoc, kMaxReceivePdu, nullptr, nullptr, OFFalse, DUL_NOBLOCK, 30);
+    dcmExternalSocketHandle.set(-1);
+    if (cond.bad()) {
+      spdlog::warn("SCP_ASSOC_FAILED reason=\"{}\"", cond.text());
+      if (assoc != nullptr) {
+        ASC_dropAssociation(assoc);
+        ASC_destroyAssociation(&assoc);
+      } else {
+        ::close(fd);
+      }
+      return;
+    }
+    if (reap_workers() >= static_cast<size_t>(cfg.node.max_associations)) {
+      spdlog::warn("SCP_ASSOC_REJECTED reason=too_many_associations max={}", cfg.node.max_associations);
+      reject(assoc, ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
+      return;
+    }
+    run_association(assoc);
+  }
+
+  void listen_loop() {
+    while (!stopping.load()) {
+      pollfd pfd{listen_fd, POLLIN, 0};
+      const int ready = ::poll(&pfd, 1, kAcceptPollMs);
+      reap_workers();
+      if (ready <= 0) continue;
+      const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
+      if (fd < 0) continue;
+      accept_one(fd);
+    }
+  }
+};
+
+StorageServer::StorageServer(const config::Config& cfg, Spool& spool, InstanceSink& sink)
+    : impl_(std::make_unique<Impl>(cfg, spool, sink)) {}
+
+StorageServer::~StorageServer() { stop(); }
+
+void StorageServer::start() {
+  impl_->configure();
+  impl_->listen_fd = open_listen_socket(impl_->cfg.node.bind, impl_->cfg.node.port);
+  // DCMTK 3.6.7 cannot bind a chosen address, so we listen ourselves and hand each accepted socket over.
+  // With an external socket set, DCMTK opens no listening socket of its own.
+  // DCMTK may keep that socket and close it when the network is dropped: give it a duplicate.
+  impl_->network_fd = ::dup(impl_->listen_fd);
+  dcmExternalSocketHandle.set(impl_->network_fd);
+  const OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, impl_->cfg.node.port, 30, &impl_->network);
+  dcmExternalSocketHandle.set(-1);
+  if (cond.bad()) throw std::runtime_error(std::string("DICOM network: ") + cond.text());
+  impl_->listener = std::thread([this] { impl_->listen_loop(); });
+  spdlog::info("SCP_LISTENING ae_title={} bind={} port={} max_associations={}", impl_->cfg.node.ae_title,
+               impl_->cfg.node.bind, impl_->cfg.node.port, impl_->cfg.node.max_associations);
+}
+
+void StorageServer::stop() {
+  if (!impl_ || impl_->stopping.exchange(true)) return;
+  if (impl_->listener.joinable()) impl_->listener.join();
+  if (impl_->listen_fd >= 0) ::close(impl_->listen_fd);
+  {
+    const std::lock_guard guard(impl_->workers_mutex);
+    for (auto& worker : impl_->workers) worker.thread.join();
+    impl_->workers.clear();
+  }
+  if (impl_->network != nullptr) ASC_dropNetwork(&impl_->network);
+  if (impl_->network_fd >= 0 && ::fcntl(impl_->network_fd, F_GETFD) != -1) ::close(impl_->network_fd);
+  spdlog::info("SCP_STOPPED");
+}
+
+}  // namespace nephra::scp

@@ -1,0 +1,37 @@
+#pragma once
+// One association's worker: a DCMTK thread SCP that hands each received instance to the spool.
+#include <dcmtk/dcmnet/scpthrd.h>
+
+#include <string>
+
+#include "nephra/config/config.h"
+#include "nephra/scp/storage_server.h"
+
+namespace nephra::scp {
+
+class StoreScp : public DcmThreadSCP {
+ public:
+  StoreScp(const config::Config& cfg, Spool& spool, InstanceSink& sink);
+
+ protected:
+  OFCondition handleIncomingCommand(T_DIMSE_Message* incomingMsg, const DcmPresentationContextInfo& presInfo) override;
+  OFBool checkCalledAETitleAccepted(const OFString& calledAE) override;
+  OFBool checkCallingAETitleAccepted(const OFString& callingAE) override;
+  void notifyAssociationAcknowledge() override;
+  void notifyAssociationTermination() override;
+  void notifyAbortRequest() override;
+
+ private:
+  const config::Config& cfg_;
+  Spool& spool_;
+  InstanceSink& sink_;
+  unsigned stored_ = 0;
+  bool acknowledged_ = false;
+
+  Uint16 ingest(const T_DIMSE_C_StoreRQ& req, DcmDataset& dataset);
+};
+
+// Presentation contexts we accept: verification, and CT storage in the syntaxes the engine decodes.
+OFCondition add_storage_contexts(DcmSCPConfig& config);
+
+}  // namespace nephra::scp
