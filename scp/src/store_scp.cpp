@@ -33,16 +33,18 @@ OFCondition add_storage_contexts(DcmSCPConfig& config) {
   OFCondition cond = config.addPresentationContext(UID_VerificationSOPClass, verification);
   // Accepted as sent; decoding is the engine's job. JPEG 2000 is left out on purpose: DCMTK cannot decode
   // it, so a PACS that can transcode will fall back to one of these.
-  const OFList<OFString> syntaxes{UID_LittleEndianExplicitTransferSyntax,
-                                  UID_LittleEndianImplicitTransferSyntax,
-                                  UID_DeflatedExplicitVRLittleEndianTransferSyntax,
+  // Lossless compressed first: a sender proposing one is sending that data, and re-encoding costs both sides.
+  // Lossy syntaxes come last so that we never ask for lossy compression of lossless data.
+  const OFList<OFString> syntaxes{UID_JPEGLSLosslessTransferSyntax,
                                   UID_JPEGProcess14SV1TransferSyntax,
                                   UID_JPEGProcess14TransferSyntax,
-                                  UID_JPEGLSLosslessTransferSyntax,
+                                  UID_RLELosslessTransferSyntax,
+                                  UID_LittleEndianExplicitTransferSyntax,
+                                  UID_LittleEndianImplicitTransferSyntax,
+                                  UID_DeflatedExplicitVRLittleEndianTransferSyntax,
                                   UID_JPEGLSLossyTransferSyntax,
                                   UID_JPEGProcess1TransferSyntax,
-                                  UID_JPEGProcess2_4TransferSyntax,
-                                  UID_RLELosslessTransferSyntax};
+                                  UID_JPEGProcess2_4TransferSyntax};
   for (const char* sop : {UID_CTImageStorage, UID_EnhancedCTImageStorage}) {
     if (cond.good()) cond = config.addPresentationContext(sop, syntaxes);
   }

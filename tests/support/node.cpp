@@ -1,0 +1,95 @@
+#include "node.h"
+
+#include <signal.h>
+
+#include <cstdlib>
+#include <fstream>
+#include <stdexcept>
+
+namespace fs = std::filesystem;
+
+namespace nephra::test {
+
+fs::path source_dir() { return NEPHRA_SOURCE_DIR; }
+
+fs::path shared_dir() {
+  const char* env = std::getenv("NEPHRA_SHARED");
+  const fs::path dir = env != nullptr ? fs::path(env) : source_dir() / ".." / "shared";
+  return fs::exists(dir / "data") ? fs::canonical(dir) : fs::path();
+}
+
+fs::path ct_series_dir() {
+  const fs::path shared = shared_dir();
+  if (!shared.empty()) return shared / "data" / "dicom" / "tcia-pancreatic-ct-cbct-seg-001";
+  return source_dir() / "tests" / "data" / "tcia-kidney-slices";
+}
+
+TestNode::TestNode(const fs::path& work_dir, NodeOptions options)
+    : work_(work_dir), spool_(options.spool_dir.empty() ? work_dir / "spool" : options.spool_dir),
+      config_(work_dir / "nephra.toml"), port_(free_port()) {
+  std::ofstream cfg(config_);
+  cfg << "[node]\nae_title = \"NEPHRA\"\nbind = \"127.0.0.1\"\nport = " << port_ << "\nspool_dir = \"" << spool_.string()
+      << "\"\nmax_associations = " << options.max_associations << "\n[study]\nstable_seconds = "
+      << options.stable_seconds << "\n[log]\nlevel = \"debug\"\n";
+  for (const auto& ae : options.peers) cfg << "[[peers]]\nae_title = \"" << ae << "\"\nhost = \"127.0.0.1\"\nport = 1\n";
+}
+
+void TestNode::start() {
+  process_ = Process({NEPHRAD_PATH, "--config", config_.string()}, work_ / "nephrad.log");
+  const bool up = wait_until([&] { return log().find("NODE_READY") != std::string::npos || !process_.running(); },
+                             std::chrono::seconds(20));
+  if (!up || !process_.running()) throw std::runtime_error("nephrad did not start:\n" + log());
+}
+
+void TestNode::stop() {
+  process_.signal(SIGTERM);
+  if (const int rc = process_.wait(); rc != 0) throw std::runtime_error("nephrad exited " + std::to_string(rc));
+}
+
+void TestNode::kill9() {
+  process_.signal(SIGKILL);
+  process_.wait();
+}
+
+std::string TestNode::log() const { return read_file(work_ / "nephrad.log"); }
+
+std::vector<nlohmann::json> TestNode::manifests() const {
+  std::vector<nlohmann::json> out;
+  if (!fs::exists(spool_ / "studies")) return out;
+  for (const auto& study : fs::directory_iterator(spool_ / "studies")) {
+    if (!fs::exists(study.path() / "rounds")) continue;
+    for (const auto& round : fs::directory_iterator(study.path() / "rounds")) {
+      if (fs::exists(round.path() / "done")) out.push_back(nlohmann::json::parse(read_file(round.path() / "manifest.json")));
+    }
+  }
+  return out;
+}
+
+bool TestNode::wait_for_manifests(size_t count, std::chrono::milliseconds timeout) const {
+  return wait_until([&] { return manifests().size() >= count; }, timeout);
+}
+
+size_t TestNode::open_instances() const {
+  size_t n = 0;
+  std::error_code ec;
+  for (const auto& study : fs::directory_iterator(spool_ / "studies", ec)) {
+    for (const auto& f : fs::directory_iterator(study.path() / "open", ec)) n += f.path().extension() == ".dcm" ? 1U : 0U;
+  }
+  return n;
+}
+
+int TestNode::storescu(const std::string& calling_ae, const std::vector<std::string>& files_or_dirs,
+                       const std::string& log_name, const std::vector<std::string>& options) const {
+  std::vector<std::string> argv = {"storescu", "-v", "-aet", calling_ae, "-aec", "NEPHRA", "+sd", "+r", "-nh"};
+  argv.insert(argv.end(), options.begin(), options.end());
+  argv.insert(argv.end(), {"-R", "127.0.0.1", std::to_string(port_)});
+  argv.insert(argv.end(), files_or_dirs.begin(), files_or_dirs.end());
+  return run(argv, work_ / log_name);
+}
+
+int TestNode::echoscu(const std::string& calling_ae) const {
+  return run({"echoscu", "-aet", calling_ae, "-aec", "NEPHRA", "127.0.0.1", std::to_string(port_)},
+             work_ / "echoscu.log");
+}
+
+}  // namespace nephra::test

@@ -1,0 +1,55 @@
+#pragma once
+// The real nephrad binary on a free loopback port with a private config and spool.
+#include <filesystem>
+#include <nlohmann/json.hpp>
+#include <string>
+#include <vector>
+
+#include "process.h"
+
+namespace nephra::test {
+
+// Where the read-only shared data lives; empty when the folder is genuinely absent.
+std::filesystem::path shared_dir();
+// The 134-slice TCIA series from ../shared, or the committed 5-slice fixture when ../shared is absent.
+std::filesystem::path ct_series_dir();
+std::filesystem::path source_dir();
+
+struct NodeOptions {
+  double stable_seconds = 1.0;
+  std::vector<std::string> peers = {"STORESCU", "SENDER_A", "SENDER_B"};
+  std::filesystem::path spool_dir;  // default: <work>/spool
+  int max_associations = 16;
+};
+
+class TestNode {
+ public:
+  explicit TestNode(const std::filesystem::path& work_dir, NodeOptions options = {});
+  void start();
+  void stop();  // SIGTERM, expects exit 0
+  void kill9();
+
+  [[nodiscard]] int port() const { return port_; }
+  [[nodiscard]] const std::filesystem::path& spool() const { return spool_; }
+  [[nodiscard]] std::string log() const;
+  [[nodiscard]] bool running() { return process_.running(); }
+
+  // manifests of finished rounds, across studies
+  [[nodiscard]] std::vector<nlohmann::json> manifests() const;
+  bool wait_for_manifests(size_t count, std::chrono::milliseconds timeout = std::chrono::seconds(60)) const;
+  [[nodiscard]] size_t open_instances() const;
+
+  // storescu from DCMTK, as a hospital archive would send
+  int storescu(const std::string& calling_ae, const std::vector<std::string>& files_or_dirs,
+               const std::string& log_name = "storescu.log", const std::vector<std::string>& options = {}) const;
+  int echoscu(const std::string& calling_ae) const;
+
+ private:
+  std::filesystem::path work_;
+  std::filesystem::path spool_;
+  std::filesystem::path config_;
+  int port_;
+  Process process_;
+};
+
+}  // namespace nephra::test
