@@ -80,9 +80,8 @@ int run_node(const nephra::config::Config& cfg) {
 
   boost::asio::io_context io;
   boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait([](const boost::system::error_code&, int signo) {
-    spdlog::info("NODE_STOPPING signal={}", signo);
-  });
+  signals.async_wait(
+      [](const boost::system::error_code&, int signo) { spdlog::info("NODE_STOPPING signal={}", signo); });
   spdlog::info("NODE_READY");
   io.run();
 

@@ -2,9 +2,9 @@
 
 #include <arpa/inet.h>
 
+#include <toml++/toml.h>
 #include <algorithm>
 #include <array>
-#include <toml++/toml.h>
 
 namespace nephra::config {
 namespace {
@@ -49,7 +49,8 @@ class Reader {
     return node->as_table();
   }
 
-  static void check_keys(const toml::table& table, const std::string& prefix, std::initializer_list<const char*> known) {
+  static void check_keys(const toml::table& table, const std::string& prefix,
+                         std::initializer_list<const char*> known) {
     for (const auto& [key, value] : table) {
       const std::string name(key.str());
       if (std::none_of(known.begin(), known.end(), [&](const char* k) { return name == k; })) {
@@ -82,7 +83,8 @@ class Reader {
     const auto* node = t.get(key);
     if (node == nullptr) return fallback;
     if (!node->is_number()) throw ConfigError(prefix + key, "must be a number", line_of(*node));
-    const double v = node->is_integer() ? static_cast<double>(node->as_integer()->get()) : node->as_floating_point()->get();
+    const double v =
+        node->is_integer() ? static_cast<double>(node->as_integer()->get()) : node->as_floating_point()->get();
     if (v < lo || v > hi) {
       throw ConfigError(prefix + key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi),
                         line_of(*node));
@@ -115,7 +117,8 @@ class Reader {
   void read_peers(Config& cfg) const {
     const auto* node = root_.get("peers");
     if (node == nullptr) return;
-    if (!node->is_array_of_tables()) throw ConfigError("peers", "must be an array of tables ([[peers]])", line_of(*node));
+    if (!node->is_array_of_tables())
+      throw ConfigError("peers", "must be an array of tables ([[peers]])", line_of(*node));
     size_t index = 0;
     for (const auto& item : *node->as_array()) {
       const auto& t = *item.as_table();
@@ -124,7 +127,8 @@ class Reader {
       for (const char* required : {"ae_title", "host", "port"}) {
         if (t.get(required) == nullptr) throw ConfigError(prefix + required, "is required", line_of(t));
       }
-      Peer peer{string(t, prefix, "ae_title", ""), string(t, prefix, "host", ""), integer(t, prefix, "port", 0, 1, 65535)};
+      Peer peer{string(t, prefix, "ae_title", ""), string(t, prefix, "host", ""),
+                integer(t, prefix, "port", 0, 1, 65535)};
       check_ae_title(prefix + "ae_title", peer.ae_title, line_of(t));
       if (peer.host.empty()) throw ConfigError(prefix + "host", "must not be empty", line_of(t));
       if (cfg.find_peer(peer.ae_title) != nullptr) {

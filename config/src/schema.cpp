@@ -6,8 +6,10 @@ namespace nephra::config {
 
 const std::vector<KeyInfo>& schema() {
   static const std::vector<KeyInfo> rows = {
-      {"node.ae_title", "string", "\"NEPHRA\"", "Our AE title (1-16 characters, no backslash); callers must address it."},
-      {"node.bind", "string", "\"127.0.0.1\"", "IPv4 address the DICOM port listens on; \"0.0.0.0\" for every interface."},
+      {"node.ae_title", "string", "\"NEPHRA\"",
+       "Our AE title (1-16 characters, no backslash); callers must address it."},
+      {"node.bind", "string", "\"127.0.0.1\"",
+       "IPv4 address the DICOM port listens on; \"0.0.0.0\" for every interface."},
       {"node.port", "integer", "11112", "DICOM port (1-65535)."},
       {"node.spool_dir", "string", "\"spool\"",
        "Durable spool folder (relative paths are taken from the working directory)."},

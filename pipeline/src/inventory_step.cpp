@@ -55,12 +55,8 @@ class InventoryStep : public StudyStep {
       ++instances;
     }
     nlohmann::json manifest = {
-        {"study_key", round.study_key},
-        {"round", round.round},
-        {"calling_ae", round.calling_ae},
-        {"study_instance_uid", round.study_uid},
-        {"instances", instances},
-        {"unreadable", unreadable},
+        {"study_key", round.study_key},          {"round", round.round},   {"calling_ae", round.calling_ae},
+        {"study_instance_uid", round.study_uid}, {"instances", instances}, {"unreadable", unreadable},
         {"series", nlohmann::json::array()},
     };
     for (const auto& [uid, s] : series) {
@@ -72,8 +68,8 @@ class InventoryStep : public StudyStep {
                                     {"transfer_syntaxes", s.transfer_syntaxes}});
     }
     spool.write_round_file(round, "manifest.json", manifest.dump(2) + "\n");
-    spdlog::info("STUDY_INVENTORY study={} round={} series={} instances={} unreadable={}", round.study_key,
-                 round.round, series.size(), instances, unreadable);
+    spdlog::info("STUDY_INVENTORY study={} round={} series={} instances={} unreadable={}", round.study_key, round.round,
+                 series.size(), instances, unreadable);
   }
 };
 

@@ -113,7 +113,8 @@ StoreResult Spool::store(const InstanceInfo& info, const Writer& write) {
   result.study_key = study_key_of(info.calling_ae, info.study_uid);
   const fs::path tmp = new_tmp_path();
   try {
-    if (const std::string err = write(tmp); !err.empty()) throw SpoolError("write " + tmp.filename().string() + ": " + err);
+    if (const std::string err = write(tmp); !err.empty())
+      throw SpoolError("write " + tmp.filename().string() + ": " + err);
     io::fsync_path(tmp);
 
     const auto lock = lock_for(result.study_key);

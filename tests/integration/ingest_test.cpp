@@ -13,14 +13,15 @@
 #include "node.h"
 
 namespace fs = std::filesystem;
-using nephra::test::TestNode;
 using nephra::test::TempDir;
+using nephra::test::TestNode;
 
 namespace {
 
 size_t dicom_files_in(const fs::path& dir) {
   size_t n = 0;
-  for (const auto& entry : fs::directory_iterator(dir)) n += (entry.is_regular_file() && entry.path().extension() != ".md") ? 1U : 0U;
+  for (const auto& entry : fs::directory_iterator(dir))
+    n += (entry.is_regular_file() && entry.path().extension() != ".md") ? 1U : 0U;
   return n;
 }
 
@@ -54,8 +55,13 @@ std::vector<fs::path> acknowledged_files(const std::string& storescu_log) {
 
 std::string raw_scu(const TestNode& node, const std::string& mode, const std::string& file = "") {
   TempDir out;
-  std::vector<std::string> argv = {"/usr/bin/python3", NEPHRA_SOURCE_DIR "/tests/tools/raw_scu.py", "127.0.0.1",
-                                   std::to_string(node.port()), "STORESCU", "NEPHRA", mode};
+  std::vector<std::string> argv = {"/usr/bin/python3",
+                                   NEPHRA_SOURCE_DIR "/tests/tools/raw_scu.py",
+                                   "127.0.0.1",
+                                   std::to_string(node.port()),
+                                   "STORESCU",
+                                   "NEPHRA",
+                                   mode};
   if (!file.empty()) argv.push_back(file);
   nephra::test::run(argv, out.path() / "out.txt");
   return nephra::test::read_file(out.path() / "out.txt");
@@ -105,9 +111,10 @@ TEST_P(IngestCompressed, AcceptedAsSent) {
   fs::create_directories(compressed);
   for (const auto& entry : fs::directory_iterator(series)) {
     if (entry.path().extension() != ".dcm") continue;
-    ASSERT_EQ(nephra::test::run({GetParam().tool, entry.path().string(), (compressed / entry.path().filename()).string()},
-                                work.path() / "codec.log"),
-              0)
+    ASSERT_EQ(
+        nephra::test::run({GetParam().tool, entry.path().string(), (compressed / entry.path().filename()).string()},
+                          work.path() / "codec.log"),
+        0)
         << nephra::test::read_file(work.path() / "codec.log");
   }
   TestNode node(work.path());
@@ -133,8 +140,8 @@ TEST_F(Ingest, TwoSendersTwoStudiesInterleavedStayApart) {
   if (nephra::test::shared_dir().empty()) GTEST_SKIP() << "../shared/data/dicom is absent: no second study to send";
   TestNode node(work.path());
   node.start();
-  const std::vector<std::string> base = {"storescu", "-aec", "NEPHRA", "+sd", "-R", "127.0.0.1",
-                                         std::to_string(node.port())};
+  const std::vector<std::string> base = {
+      "storescu", "-aec", "NEPHRA", "+sd", "-R", "127.0.0.1", std::to_string(node.port())};
   auto a = base;
   a.insert(a.begin() + 1, {"-aet", "SENDER_A"});
   a.push_back(series.string());
@@ -193,8 +200,9 @@ TEST_F(Ingest, BadInputGetsFailureStatusAndTheNodeGoesOn) {
 TEST_F(Ingest, KillDashNineLosesNoAcknowledgedInstance) {
   TestNode node(work.path());
   node.start();
-  const std::vector<std::string> argv = {"storescu", "-v", "-aet", "STORESCU", "-aec", "NEPHRA", "+sd", "-R",
-                                         "127.0.0.1", std::to_string(node.port()), series.string()};
+  const std::vector<std::string> argv = {"storescu",     "-v",  "-aet", "STORESCU",  "-aec",
+                                         "NEPHRA",       "+sd", "-R",   "127.0.0.1", std::to_string(node.port()),
+                                         series.string()};
   nephra::test::Process sender(argv, work.path() / "killed-send.log");
   const size_t kill_after = std::min<size_t>(20, series_size - 1);
   ASSERT_TRUE(nephra::test::wait_until([&] { return node.open_instances() >= kill_after; }, std::chrono::seconds(30)));

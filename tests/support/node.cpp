@@ -25,13 +25,16 @@ fs::path ct_series_dir() {
 }
 
 TestNode::TestNode(const fs::path& work_dir, NodeOptions options)
-    : work_(work_dir), spool_(options.spool_dir.empty() ? work_dir / "spool" : options.spool_dir),
-      config_(work_dir / "nephra.toml"), port_(free_port()) {
+    : work_(work_dir),
+      spool_(options.spool_dir.empty() ? work_dir / "spool" : options.spool_dir),
+      config_(work_dir / "nephra.toml"),
+      port_(free_port()) {
   std::ofstream cfg(config_);
-  cfg << "[node]\nae_title = \"NEPHRA\"\nbind = \"127.0.0.1\"\nport = " << port_ << "\nspool_dir = \"" << spool_.string()
-      << "\"\nmax_associations = " << options.max_associations << "\n[study]\nstable_seconds = "
-      << options.stable_seconds << "\n[log]\nlevel = \"debug\"\n";
-  for (const auto& ae : options.peers) cfg << "[[peers]]\nae_title = \"" << ae << "\"\nhost = \"127.0.0.1\"\nport = 1\n";
+  cfg << "[node]\nae_title = \"NEPHRA\"\nbind = \"127.0.0.1\"\nport = " << port_ << "\nspool_dir = \""
+      << spool_.string() << "\"\nmax_associations = " << options.max_associations
+      << "\n[study]\nstable_seconds = " << options.stable_seconds << "\n[log]\nlevel = \"debug\"\n";
+  for (const auto& ae : options.peers)
+    cfg << "[[peers]]\nae_title = \"" << ae << "\"\nhost = \"127.0.0.1\"\nport = 1\n";
 }
 
 void TestNode::start() {
@@ -59,7 +62,8 @@ std::vector<nlohmann::json> TestNode::manifests() const {
   for (const auto& study : fs::directory_iterator(spool_ / "studies")) {
     if (!fs::exists(study.path() / "rounds")) continue;
     for (const auto& round : fs::directory_iterator(study.path() / "rounds")) {
-      if (fs::exists(round.path() / "done")) out.push_back(nlohmann::json::parse(read_file(round.path() / "manifest.json")));
+      if (fs::exists(round.path() / "done"))
+        out.push_back(nlohmann::json::parse(read_file(round.path() / "manifest.json")));
     }
   }
   return out;
@@ -73,7 +77,8 @@ size_t TestNode::open_instances() const {
   size_t n = 0;
   std::error_code ec;
   for (const auto& study : fs::directory_iterator(spool_ / "studies", ec)) {
-    for (const auto& f : fs::directory_iterator(study.path() / "open", ec)) n += f.path().extension() == ".dcm" ? 1U : 0U;
+    for (const auto& f : fs::directory_iterator(study.path() / "open", ec))
+      n += f.path().extension() == ".dcm" ? 1U : 0U;
   }
   return n;
 }

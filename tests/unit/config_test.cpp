@@ -1,6 +1,7 @@
 #include <gtest/gtest.h>
 
 #include "nephra/config/config.h"
+#include "process.h"
 
 using nephra::config::ConfigError;
 using nephra::config::load_string;
@@ -65,4 +66,10 @@ TEST(Config, ErrorMessageCarriesLine) {
 TEST(Config, ReferenceListsEverySchemaKey) {
   const std::string ref = nephra::config::reference_markdown();
   for (const auto& row : nephra::config::schema()) EXPECT_NE(ref.find("`" + row.key + "`"), std::string::npos);
+}
+
+TEST(Config, ReadmeReferenceMatchesSchema) {
+  const std::string readme = nephra::test::read_file(std::string(NEPHRA_SOURCE_DIR) + "/README.md");
+  EXPECT_NE(readme.find(nephra::config::reference_markdown()), std::string::npos)
+      << "README.md's configuration reference is stale: paste the output of `nephrad --print-reference`";
 }

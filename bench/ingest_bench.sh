@@ -1,0 +1,68 @@
+#!/usr/bin/env bash
+# Instances per second received: nephrad (fsync + rename + directory fsync before every ack) against DCMTK's
+# storescp (TCP_NODELAY set, no fsync), same disk, same sender, same run.
+#   bench/ingest_bench.sh [BUILD_DIR] [COPIES] [REPEATS]
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+build="${1:-$root/build/release}"
+copies="${2:-8}"
+repeats="${3:-3}"
+series="${NEPHRA_SHARED:-$root/../shared}/data/dicom/tcia-pancreatic-ct-cbct-seg-001"
+[[ -d "$series" ]] || series="$root/tests/data/tcia-kidney-slices"
+work="$(mktemp -d "${TMPDIR:-/var/tmp}/nephra-bench-XXXXXX")"
+trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
+
+# The series repeated with new study, series and instance UIDs.
+mkdir -p "$work/in"
+for i in $(seq 1 "$copies"); do
+  mkdir -p "$work/in/$i" && cp "$series"/*.dcm "$work/in/$i/"
+  dcmodify -nb -gst -gse -gin "$work/in/$i"/*.dcm >/dev/null
+done
+n=$(find "$work/in" -name '*.dcm' | wc -l)
+port=$((20000 + RANDOM % 20000))
+export TCP_NODELAY=1
+
+send() { # prints seconds
+  local start end
+  start=$(date +%s.%N)
+  storescu -aet BENCH -aec "$1" +sd +r -R 127.0.0.1 "$port" "$work/in" >/dev/null 2>&1
+  end=$(date +%s.%N)
+  echo "$end - $start" | bc -l
+}
+
+run_storescp() {
+  rm -rf "$work/out" && mkdir -p "$work/out"
+  storescp -aet STORESCP --fork -od "$work/out" "$port" >/dev/null 2>&1 &
+  local pid=$!; sleep 0.5
+  local s; s=$(send STORESCP); kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$s"
+}
+
+run_nephrad() {
+  rm -rf "$work/spool"
+  cat >"$work/nephra.toml" <<TOML
+[node]
+ae_title = "NEPHRA"
+port = $port
+spool_dir = "$work/spool"
+[study]
+stable_seconds = 600
+[log]
+level = "warn"
+[[peers]]
+ae_title = "BENCH"
+host = "127.0.0.1"
+port = 1
+TOML
+  "$build/app/nephrad" --config "$work/nephra.toml" >/dev/null 2>&1 &
+  local pid=$!; sleep 0.5
+  local s; s=$(send NEPHRA); kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$s"
+}
+
+echo "instances=$n repeats=$repeats sender=storescu (one association, TCP_NODELAY=1)"
+printf "%-8s %-12s %-12s %-8s\n" run storescp/s nephrad/s ratio
+for r in $(seq 1 "$repeats"); do
+  a=$(run_storescp); b=$(run_nephrad)
+  printf "%-8s %-12.0f %-12.0f %-8.2f\n" "$r" "$(echo "$n / $a" | bc -l)" "$(echo "$n / $b" | bc -l)" "$(echo "$a / $b" | bc -l)"
+done
