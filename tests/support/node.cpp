@@ -38,10 +38,11 @@ TestNode::TestNode(const fs::path& work_dir, NodeOptions options)
 }
 
 void TestNode::start() {
+  const size_t offset = log().size();  // the log is appended across restarts: only this run's lines count
   process_ = Process({NEPHRAD_PATH, "--config", config_.string()}, work_ / "nephrad.log");
-  const bool up = wait_until([&] { return log().find("NODE_READY") != std::string::npos || !process_.running(); },
-                             std::chrono::seconds(20));
-  if (!up || !process_.running()) throw std::runtime_error("nephrad did not start:\n" + log());
+  const auto ready = [&] { return log().find("NODE_READY", offset) != std::string::npos; };
+  const bool up = wait_until([&] { return ready() || !process_.running(); }, std::chrono::seconds(20));
+  if (!up || !ready() || !process_.running()) throw std::runtime_error("nephrad did not start:\n" + log());
 }
 
 void TestNode::stop() {
