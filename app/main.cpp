@@ -6,6 +6,7 @@
 #include <boost/asio/signal_set.hpp>
 #include <csignal>
 #include <cstdlib>
+#include <functional>
 #include <iostream>
 #include <optional>
 #include <string_view>
@@ -79,9 +80,21 @@ int run_node(const nephra::config::Config& cfg) {
   }
 
   boost::asio::io_context io;
-  boost::asio::signal_set signals(io, SIGINT, SIGTERM);
-  signals.async_wait(
-      [](const boost::system::error_code&, int signo) { spdlog::info("NODE_STOPPING signal={}", signo); });
+  boost::asio::signal_set stop_signals(io, SIGINT, SIGTERM);
+  stop_signals.async_wait([&io](const boost::system::error_code&, int signo) {
+    spdlog::info("NODE_STOPPING signal={}", signo);
+    io.stop();
+  });
+  // SIGHUP must not kill a node holding acknowledged studies; reloading the configuration comes later.
+  boost::asio::signal_set hup(io, SIGHUP);
+  std::function<void()> wait_hup = [&] {
+    hup.async_wait([&](const boost::system::error_code& ec, int) {
+      if (ec) return;
+      spdlog::warn("CONFIG_RELOAD_UNSUPPORTED note=\"restart the node to apply a new configuration\"");
+      wait_hup();
+    });
+  };
+  wait_hup();
   spdlog::info("NODE_READY");
   io.run();
 
