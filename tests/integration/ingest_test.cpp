@@ -200,9 +200,11 @@ TEST_F(Ingest, BadInputGetsFailureStatusAndTheNodeGoesOn) {
 TEST_F(Ingest, KillDashNineLosesNoAcknowledgedInstance) {
   TestNode node(work.path());
   node.start();
-  const std::vector<std::string> argv = {"storescu",     "-v",  "-aet", "STORESCU",  "-aec",
-                                         "NEPHRA",       "+sd", "-R",   "127.0.0.1", std::to_string(node.port()),
-                                         series.string()};
+  std::vector<std::string> argv = {
+      "storescu", "-v", "-aet", "STORESCU", "-aec", "NEPHRA", "-R", "127.0.0.1", std::to_string(node.port())};
+  for (const auto& entry : fs::directory_iterator(series)) {
+    if (entry.path().extension() == ".dcm") argv.push_back(entry.path().string());
+  }
   nephra::test::Process sender(argv, work.path() / "killed-send.log");
   const size_t kill_after = std::min<size_t>(20, series_size - 1);
   ASSERT_TRUE(nephra::test::wait_until([&] { return node.open_instances() >= kill_after; }, std::chrono::seconds(30)));

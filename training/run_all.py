@@ -1,0 +1,124 @@
+#!/usr/bin/python3
+"""One command from the committed grouped split to the shipped artefacts: train → evaluate/calibrate/OOD → ONNX
+export + OpenCV parity check → manifest. With --install, copies them into models/.
+    /usr/bin/python3 training/run_all.py --out training/runs/v1 --install      # what shipped (about 1 h on 2 cores)
+    /usr/bin/python3 training/run_all.py --out /tmp/nephra-tiny --tiny          # smoke test, about a minute
+The training stage is resumable (re-run the same command). Steps whose outputs exist are not redone.
+"""
+import argparse
+import json
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+
+from data import load_split, sha256_file
+from export_onnx import compare, export
+from paths import CLASSES, DATASET, REPO, SPLITS
+
+HERE = Path(__file__).resolve().parent
+PY = sys.executable
+SHIPPED_TRAIN_ARGS = ["--stage1", "160:1", "--stage2", "160:7,224:2", "--max-minutes", "62"]
+TINY_TRAIN_ARGS = ["--tiny", "40", "--stage1", "160:1", "--stage2", "224:1", "--max-steps", "2", "--bs", "8"]
+NAME = "nephra-kidney-v1"
+
+
+def sh(cmd):
+    print("+", " ".join(str(c) for c in cmd), flush=True)
+    subprocess.run([str(c) for c in cmd], check=True, cwd=REPO)
+
+
+def manifest(out, onnx_path, checkpoint, results, parity):
+    sd = torch.load(checkpoint, map_location="cpu")
+    ood = __import__("numpy").load(out / "ood_model.npz")
+    summary = json.load(open(SPLITS / "summary.json"))
+    cv_path = HERE / "results" / "cv.json"
+    cv = json.load(open(cv_path)) if cv_path.exists() else {}
+    r2 = lambda v: [round(float(a), 7) for a in v]  # noqa: E731
+    return {
+        "name": "nephra-kidney", "version": "1.0.0", "architecture": "mobilenet_v2",
+        "onnx": onnx_path.name, "onnx_sha256": sha256_file(onnx_path),
+        "classes": CLASSES,
+        "input": {"name": "input", "width": 224, "height": 224, "channels": 3, "value_range": [0, 255],
+                  "layout": "NCHW float32, the 8-bit gray value replicated in all 3 channels", "dynamic_batch": True},
+        "outputs": {"logits": "logits", "features": "features",
+                    "features_shape": [1280, 7, 7],
+                    "cam": "CAM_c = sum_k head.weight[c][k] * features[k] (+ bias), equals Grad-CAM for this head"},
+        "preprocessing": {
+            "dicom": {"window_center": results["dicom_window"]["center"] if "dicom_window" in results else None,
+                      "window_width": results["dicom_window"]["width"] if "dicom_window" in results else None,
+                      "formula": "HU = stored*RescaleSlope + RescaleIntercept; u8 = clamp((HU - (center - width/2)) / "
+                                 "width * 255, 0, 255), truncated to integer",
+                      "resize": "lanczos4", "clahe": {"clip_limit": 4.0, "tile_grid": 8},
+                      "how_chosen": "training/dicom_window.py: grid search of center/width minimising the 1-D "
+                                    "Wasserstein distance between gray histograms of the real TCIA series' kidney "
+                                    "slices (windowed, resized, CLAHE) and the dataset's"},
+            "image_files": {"note": "PNG/JPEG are taken as already windowed and CLAHE-processed, as the dataset is",
+                            "resize": "lanczos4", "clahe": None},
+            "normalisation": "inside the graph: x/255, ImageNet mean/std per channel"},
+        "head": {"weight": [r2(w) for w in sd["classifier.1.weight"].tolist()],
+                 "bias": r2(sd["classifier.1.bias"].tolist())},
+        "temperature": round(results["temperature"], 6),
+        "ood": {"method": "mahalanobis-pca", "feature": "global average pool of features",
+                "pca_mean": r2(ood["mean"]), "pca_components": [r2(c) for c in ood["components"]],
+                "class_means": [r2(c) for c in ood["class_means"]], "precision": [r2(c) for c in ood["precision"]],
+                "threshold": round(float(ood["threshold"]), 4),
+                "threshold_rule": f"{results['ood']['percentile']}th percentile of grouped-validation kidney-slice scores",
+                "score": "min over classes of squared Mahalanobis distance in PCA space; score > threshold → not assessed"},
+        "decision_thresholds": {k: round(v, 4) for k, v in results["decision_thresholds"].items()},
+        "decision_rule": results["decision_rule"],
+        "dataset": {"name": "CT KIDNEY (Islam et al. 2022), CLAHE 224 copy",
+                    "manifest_sha256": sha256_file(DATASET / "MANIFEST.csv"),
+                    "split_sha256": {k: v["sha256"] for k, v in summary["splits"].items()},
+                    "split": "grouped by STUDY_GROUPS.csv pseudo-study, class-stratified 70/15/15, seed 0"},
+        "metrics": {"test_macro_f1": round(results["test"]["macro_f1"], 4),
+                    "test_accuracy": round(results["test"]["accuracy"], 4),
+                    "test_recall": {c: round(v["recall"], 4) for c, v in results["test"]["per_class"].items()},
+                    "ece_test_before": round(results["ece"]["test"]["before"], 4),
+                    "ece_test_after": round(results["ece"]["test"]["after"], 4),
+                    "cv_macro_f1_mean": cv.get("macro_f1_mean"), "cv_macro_f1_sd": cv.get("macro_f1_sd"),
+                    "cv_protocol": cv.get("protocol", "not measured"),
+                    "opencv_parity_max_logit_diff": max(v["max_logit_diff"] for v in parity.values())},
+    }
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--tiny", action="store_true")
+    p.add_argument("--install", action="store_true", help="copy the artefacts into models/")
+    p.add_argument("--skip-train", action="store_true")
+    args = p.parse_args()
+    out = Path(args.out).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    if not args.skip_train:
+        sh([PY, HERE / "train.py", "--out", out] + (TINY_TRAIN_ARGS if args.tiny else SHIPPED_TRAIN_ARGS))
+    checkpoint = out / "best.pt"
+    sh([PY, HERE / "evaluate.py", "--run", out] + (["--tiny", "40"] if args.tiny else []))
+    results = json.load(open(out / "results.json"))
+    onnx_path = out / f"{NAME}.onnx"
+    model = export(checkpoint, onnx_path)
+    _, x, _ = load_split("test", 16 if args.tiny else 100)
+    parity = compare(model, onnx_path, x, batches=(1, 8))
+    print("OpenCV vs torch:", parity, flush=True)
+    assert max(v["max_logit_diff"] for v in parity.values()) <= 1e-4, parity
+    man = manifest(out, onnx_path, checkpoint, results, parity)
+    (out / f"{NAME}.json").write_text(json.dumps(man, indent=1) + "\n")
+    if args.install:
+        models = REPO / "models"
+        models.mkdir(exist_ok=True)
+        shutil.copy(onnx_path, models / onnx_path.name)
+        shutil.copy(checkpoint, models / f"{NAME}.pt")
+        shutil.copy(out / f"{NAME}.json", models / f"{NAME}.json")
+        for png in ("training_curves.png", "confusion_matrix.png"):
+            if (out / png).exists():
+                shutil.copy(out / png, models / png)
+    print(f"done in {time.time() - t0:.0f} s: {out / (NAME + '.json')}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

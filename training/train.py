@@ -1,0 +1,198 @@
+#!/usr/bin/python3
+"""Train Nephra's MobileNetV2: stage 1 = frozen ImageNet backbone + new head, stage 2 = whole network at a low LR.
+
+Inverse-frequency class weights, label smoothing, hospital-imitating augmentation (augment.py), progressive
+resolution (cheap low-res epochs first, the last epochs at the deployed 224), early stopping on grouped validation
+macro-F1. Resumable: re-running the same command continues from <out>/last.pt.
+    /usr/bin/python3 training/train.py --out training/runs/v1
+    /usr/bin/python3 training/train.py --out training/runs/cv0 --fold 0      # grouped CV: train on folds != 0
+"""
+import argparse
+import csv
+import json
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.metrics import f1_score
+
+from augment import augment, resize
+from data import label_of, load_images, load_split
+from model import build_model, forward_all, to_input
+from paths import SPLITS
+
+
+def parse_schedule(text):
+    """"160:6,224:2" → [160]*6 + [224]*2."""
+    out = []
+    for part in text.split(","):
+        res, n = part.split(":")
+        out += [int(res)] * int(n)
+    return out
+
+
+def load_data(args):
+    if args.fold is None:
+        tr = load_split("train", args.tiny)
+        va = load_split("val", args.tiny)
+        return tr, va
+    with open(SPLITS / "folds.csv", newline="") as f:
+        rows = [(r["relpath"], int(r["fold"])) for r in csv.DictReader(f)]
+    out = []
+    for keep in (lambda k: k != args.fold, lambda k: k == args.fold):
+        rel = [r for r, k in rows if keep(k)]
+        if args.tiny:
+            rel = rel[:: max(1, len(rel) // args.tiny)][: args.tiny]
+        out.append((rel, load_images(rel, None if args.tiny else f"fold{args.fold}-{'train' if keep(-1) else 'held'}"),
+                    np.array([label_of(r) for r in rel])))
+    return out[0], out[1]
+
+
+@torch.no_grad()
+def evaluate(net, x, y, bs=64):
+    net.eval()
+    logits, feats = [], []
+    for i in range(0, len(x), bs):
+        lo, fe = forward_all(net, to_input(x[i:i + bs]))
+        logits.append(lo)
+        feats.append(fe)
+    logits = torch.cat(logits)
+    pred = logits.argmax(1).numpy()
+    return {"loss": float(F.cross_entropy(logits, torch.from_numpy(y)).item()),
+            "acc": float((pred == y).mean()),
+            "macro_f1": float(f1_score(y, pred, average="macro")),
+            "recall": [float((pred[y == c] == c).mean()) if (y == c).any() else None for c in range(4)]}, logits
+
+
+def batches(x, y, bs, res, rng, aug=True):
+    order = rng.permutation(len(x))
+    for i in range(0, len(order) - bs + 1 if len(order) >= bs else 1, bs):
+        idx = order[i:i + bs]
+        imgs = np.stack([augment(x[j], rng, res) if aug else resize(x[j], res) for j in idx])
+        yield to_input(imgs), torch.from_numpy(y[idx])
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True)
+    p.add_argument("--fold", type=int, default=None, help="grouped CV fold held out (default: the fixed split)")
+    p.add_argument("--stage1", default="160:1", help="frozen-backbone epochs, res:epochs")
+    p.add_argument("--stage2", default="160:5,224:2", help="full fine-tune epochs, res:epochs,...")
+    p.add_argument("--bs", type=int, default=32)
+    p.add_argument("--head-lr", type=float, default=1e-3)
+    p.add_argument("--lr", type=float, default=3e-4, help="stage-2 backbone peak LR (head gets --head-lr)")
+    p.add_argument("--wd", type=float, default=0.01)
+    p.add_argument("--label-smoothing", type=float, default=0.1)
+    p.add_argument("--patience", type=int, default=3)
+    p.add_argument("--validate", choices=["every", "last"], default="every")
+    p.add_argument("--tiny", type=int, default=0, help="use only this many images per split (tests)")
+    p.add_argument("--max-steps", type=int, default=0, help="cap steps per epoch (tests)")
+    p.add_argument("--max-minutes", type=float, default=0, help="stop cleanly after the epoch that passes this")
+    p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--seed", type=int, default=0)
+    args = p.parse_args()
+
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (xtr, ytr), (xva, yva) = [(d[1], d[2]) for d in load_data(args)]
+    counts = np.bincount(ytr, minlength=4)
+    class_w = torch.tensor(len(ytr) / (4 * np.maximum(counts, 1)), dtype=torch.float32)
+    plan = [("head", r) for r in parse_schedule(args.stage1)] + [("full", r) for r in parse_schedule(args.stage2)]
+    steps_per_epoch = max(1, len(xtr) // args.bs)
+    if args.max_steps:
+        steps_per_epoch = min(steps_per_epoch, args.max_steps)
+    n_full = sum(1 for s, _ in plan if s == "full") * steps_per_epoch
+    warm = min(150, max(1, n_full // 10))
+
+    net = build_model(pretrained=True)
+    head = list(net.classifier.parameters())
+    opt1 = torch.optim.AdamW(head, lr=args.head_lr, weight_decay=args.wd)
+    opt2 = torch.optim.AdamW([{"params": net.features.parameters(), "lr": args.lr},
+                              {"params": head, "lr": args.head_lr}], weight_decay=args.wd)
+    base = [g["lr"] for g in opt2.param_groups]
+    state = {"epoch": 0, "full_step": 0, "history": [], "best_f1": -1.0, "bad_epochs": 0, "seconds": 0.0}
+    if (out / "last.pt").exists():
+        ck = torch.load(out / "last.pt", map_location="cpu")
+        net.load_state_dict(ck["net"])
+        opt1.load_state_dict(ck["opt1"])
+        opt2.load_state_dict(ck["opt2"])
+        state = ck["state"]
+        print(f"resumed after epoch {state['epoch']}", flush=True)
+    json.dump({**vars(args), "class_counts": counts.tolist(), "class_weights": class_w.tolist(),
+               "plan": plan, "steps_per_epoch": steps_per_epoch}, open(out / "config.json", "w"), indent=2)
+
+    t_start = time.time() - state["seconds"]
+    while state["epoch"] < len(plan):
+        ep = state["epoch"]
+        stage, res = plan[ep]
+        rng = np.random.default_rng(args.seed * 1000 + ep)
+        torch.manual_seed(args.seed * 1000 + ep)
+        t0, seen, loss_sum = time.time(), 0, 0.0
+        for step, (xb, yb) in enumerate(batches(xtr, ytr, args.bs, res, rng)):
+            if step >= steps_per_epoch:
+                break
+            if stage == "head":
+                net.eval()
+                net.classifier.train()
+                with torch.no_grad():
+                    _, feats = forward_all(net, xb)
+                logits = net.classifier(feats)
+                opt = opt1
+            else:
+                net.train()
+                frac = state["full_step"] / max(1, n_full)
+                mult = min(1.0, (state["full_step"] + 1) / warm) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
+                for g, b in zip(opt2.param_groups, base):
+                    g["lr"] = b * mult
+                logits, _ = forward_all(net, xb)
+                opt = opt2
+                state["full_step"] += 1
+            loss = F.cross_entropy(logits, yb, weight=class_w, label_smoothing=args.label_smoothing)
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            seen += len(yb)
+            loss_sum += loss.item() * len(yb)
+            if step % 50 == 0:
+                print(f"ep {ep} {stage}@{res} step {step}/{steps_per_epoch} loss {loss.item():.3f} "
+                      f"{seen / (time.time() - t0):.1f} img/s", flush=True)
+        rec = {"epoch": ep, "stage": stage, "res": res, "train_loss": loss_sum / max(1, seen),
+               "train_seconds": time.time() - t0}
+        last = ep == len(plan) - 1
+        if args.validate == "every" or last:
+            metrics, _ = evaluate(net, xva, yva)
+            rec.update({f"val_{k}": v for k, v in metrics.items()})
+            if metrics["macro_f1"] > state["best_f1"]:
+                state["best_f1"], state["bad_epochs"] = metrics["macro_f1"], 0
+                torch.save(net.state_dict(), out / "best.pt")
+                rec["best"] = True
+            elif stage == "full":
+                state["bad_epochs"] += 1
+        state["epoch"] += 1
+        state["seconds"] = time.time() - t_start
+        rec["elapsed"] = state["seconds"]
+        state["history"].append(rec)
+        print(json.dumps(rec), flush=True)
+        torch.save({"net": net.state_dict(), "opt1": opt1.state_dict(), "opt2": opt2.state_dict(), "state": state},
+                   out / "last.tmp")
+        (out / "last.tmp").replace(out / "last.pt")
+        json.dump(state["history"], open(out / "history.json", "w"), indent=1)
+        if state["bad_epochs"] >= args.patience:
+            print("early stop: no validation macro-F1 gain", flush=True)
+            break
+        if args.max_minutes and state["seconds"] > args.max_minutes * 60:
+            print("time cap reached", flush=True)
+            break
+    torch.save(net.state_dict(), out / "final.pt")
+    if not (out / "best.pt").exists():
+        torch.save(net.state_dict(), out / "best.pt")
+    print(f"done in {state['seconds']:.0f} s; best val macro-F1 {state['best_f1']:.4f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
