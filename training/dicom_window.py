@@ -60,7 +60,10 @@ def render(hu, level, width):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", default=str(Path(__file__).parent / "results" / "dicom_window.json"))
+    parser.add_argument("--plot", default=None, help="only draw the histograms of an existing --out result to this PNG")
     args = parser.parse_args()
+    if args.plot:
+        return plot(json.loads(Path(args.out).read_text()), args.plot)
     target = dataset_histogram()
     slices = load_hu_slices()
     grid = []
@@ -80,6 +83,27 @@ def main():
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(result, indent=2) + "\n")
     print(json.dumps({k: result[k] for k in ("best", "reference_windows")}, indent=2))
+
+
+def plot(result, png):
+    """Dataset histogram against the real series' kidney slices under the chosen and some usual windows."""
+    import matplotlib
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    target = dataset_histogram()
+    slices = load_hu_slices()
+    best = result["best"]
+    fig, ax = plt.subplots(figsize=(7, 3.2), dpi=80)
+    ax.plot(target, "k", lw=2, label="dataset (CLAHE JPEGs)")
+    for (level, width), style in (((best["level"], best["width"]), "r-"), ((60, 400), "b--"), ((40, 600), "g:")):
+        h = histogram(render(s, level, width) for s in slices)
+        ax.plot(h, style, label=f"TCIA kidney slices, L/W {level}/{width} (W1 {wasserstein(h, target):.2f})")
+    ax.set_xlabel("gray level after CLAHE (pixels > 10)")
+    ax.set_ylabel("fraction")
+    ax.legend(fontsize=7)
+    ax.set_title("DICOM display window that matches the dataset", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(png)
 
 
 if __name__ == "__main__":

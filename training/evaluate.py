@@ -19,7 +19,7 @@ from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_
 from calibrate_ood import MahalanobisPCA, decision_thresholds, ece, fit_temperature, softmax
 from data import load_split
 from model import build_model, forward_all, to_input
-from paths import CLASSES, SHARED
+from paths import CLASSES, SHARED, tune_malloc
 
 CLAHE = cv2.createCLAHE(clipLimit=4.0, tileGridSize=(8, 8))
 SERIES = SHARED / "data" / "dicom" / "tcia-pancreatic-ct-cbct-seg-001"
@@ -101,7 +101,7 @@ def synthetic_images(seed=0):
 
 
 @torch.no_grad()
-def infer(net, gray_u8, bs=64):
+def infer(net, gray_u8, bs=16):
     net.eval()
     lo, fe = [], []
     for i in range(0, len(gray_u8), bs):
@@ -176,6 +176,7 @@ def plots(run, history, cm, out_dir):
 
 
 def main():
+    tune_malloc()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--run", required=True)
     p.add_argument("--checkpoint", default=None)

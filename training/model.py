@@ -30,11 +30,15 @@ class Deployed(nn.Module):
         super().__init__()
         self.features = net.features
         self.fc = net.classifier[1]
-        self.register_buffer("scale", (1.0 / (255.0 * torch.tensor(STD))).view(1, 3, 1, 1))
-        self.register_buffer("shift", (-torch.tensor(MEAN) / torch.tensor(STD)).view(1, 3, 1, 1))
+        # x/255, then (x - mean)/std, as a per-channel 1x1 conv: OpenCV 4.6 mis-handles a broadcast Mul by a
+        # constant once the batch is > 1, a depthwise conv works for every batch size.
+        self.norm = nn.Conv2d(3, 3, 1, groups=3, bias=True)
+        with torch.no_grad():
+            self.norm.weight.copy_((1.0 / (255.0 * torch.tensor(STD))).view(3, 1, 1, 1))
+            self.norm.bias.copy_(-torch.tensor(MEAN) / torch.tensor(STD))
 
     def forward(self, x):
-        f = self.features(x * self.scale + self.shift)
+        f = self.features(self.norm(x))
         return self.fc(pooled(f)), f
 
 

@@ -11,3 +11,12 @@ CLASSES = ["Normal", "Cyst", "Stone", "Tumor"]
 
 def dataset_present() -> bool:
     return (DATASET / "STUDY_GROUPS.csv").exists()
+
+
+def tune_malloc():
+    """Re-exec with glibc malloc keeping large blocks: without it, every conv activation is mmap'd and unmapped
+    again, and the page faults cost ~2x in CPU training/inference speed on these machines (measured)."""
+    import sys
+    if os.environ.get("MALLOC_MMAP_THRESHOLD_") is None:
+        env = dict(os.environ, MALLOC_MMAP_THRESHOLD_="4000000000", MALLOC_TRIM_THRESHOLD_="4000000000")
+        os.execve(sys.executable, [sys.executable] + sys.argv, env)

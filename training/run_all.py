@@ -17,7 +17,7 @@ import torch
 
 from data import load_split, sha256_file
 from export_onnx import compare, export
-from paths import CLASSES, DATASET, REPO, SPLITS
+from paths import CLASSES, DATASET, REPO, SPLITS, tune_malloc
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -86,6 +86,7 @@ def manifest(out, onnx_path, checkpoint, results, parity):
 
 
 def main():
+    tune_malloc()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--tiny", action="store_true")

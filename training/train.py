@@ -20,9 +20,9 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
 from augment import augment, resize
-from data import label_of, load_images, load_split
+from data import label_of, load_split
 from model import build_model, forward_all, to_input
-from paths import SPLITS
+from paths import SPLITS, tune_malloc
 
 
 def parse_schedule(text):
@@ -35,24 +35,39 @@ def parse_schedule(text):
 
 
 def load_data(args):
+    if args.random_split:  # image-level 70/30 random split: LEAKS (adjacent slices on both sides); for comparison only
+        pool_rel, pool_x, pool_y = [], [], []
+        for name in ("train", "val", "test"):
+            rel, x, y = load_split(name, args.tiny)
+            pool_rel += rel
+            pool_x.append(x)
+            pool_y.append(y)
+        x, y = np.concatenate(pool_x), np.concatenate(pool_y)
+        perm = np.random.default_rng(args.seed).permutation(len(x))
+        cut = int(0.7 * len(x))
+        tr, va = perm[:cut], perm[cut:]
+        return ([pool_rel[i] for i in tr], x[tr], y[tr]), ([pool_rel[i] for i in va], x[va], y[va])
     if args.fold is None:
         tr = load_split("train", args.tiny)
         va = load_split("val", args.tiny)
         return tr, va
     with open(SPLITS / "folds.csv", newline="") as f:
         rows = [(r["relpath"], int(r["fold"])) for r in csv.DictReader(f)]
+    pool = {}  # every image once, from the cached fixed-split arrays
+    for name in ("train", "val", "test"):
+        rel, x, _ = load_split(name)
+        pool.update(zip(rel, x))
     out = []
     for keep in (lambda k: k != args.fold, lambda k: k == args.fold):
         rel = [r for r, k in rows if keep(k)]
         if args.tiny:
             rel = rel[:: max(1, len(rel) // args.tiny)][: args.tiny]
-        out.append((rel, load_images(rel, None if args.tiny else f"fold{args.fold}-{'train' if keep(-1) else 'held'}"),
-                    np.array([label_of(r) for r in rel])))
+        out.append((rel, np.stack([pool[r] for r in rel]), np.array([label_of(r) for r in rel])))
     return out[0], out[1]
 
 
 @torch.no_grad()
-def evaluate(net, x, y, bs=64):
+def evaluate(net, x, y, bs=16):
     net.eval()
     logits, feats = [], []
     for i in range(0, len(x), bs):
@@ -64,7 +79,8 @@ def evaluate(net, x, y, bs=64):
     return {"loss": float(F.cross_entropy(logits, torch.from_numpy(y)).item()),
             "acc": float((pred == y).mean()),
             "macro_f1": float(f1_score(y, pred, average="macro")),
-            "recall": [float((pred[y == c] == c).mean()) if (y == c).any() else None for c in range(4)]}, logits
+            "recall": [float((pred[y == c] == c).mean()) if (y == c).any() else None for c in range(4)],
+            "f1": [float(v) for v in f1_score(y, pred, average=None, labels=range(4), zero_division=0)]}, logits
 
 
 def batches(x, y, bs, res, rng, aug=True):
@@ -76,9 +92,12 @@ def batches(x, y, bs, res, rng, aug=True):
 
 
 def main():
+    tune_malloc()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--fold", type=int, default=None, help="grouped CV fold held out (default: the fixed split)")
+    p.add_argument("--random-split", action="store_true",
+                   help="image-level random 70/30 split (leaky; only to set beside published figures)")
     p.add_argument("--stage1", default="160:1", help="frozen-backbone epochs, res:epochs")
     p.add_argument("--stage2", default="160:5,224:2", help="full fine-tune epochs, res:epochs,...")
     p.add_argument("--bs", type=int, default=32)

@@ -1,0 +1,74 @@
+#!/usr/bin/python3
+"""Print the model card's measured tables (markdown) from a run's results.json, history.json and results/cv.json,
+so that every figure in models/MODEL_CARD.md is copied from a file a run wrote.
+    /usr/bin/python3 training/card_tables.py --run training/runs/v1
+"""
+import argparse
+import json
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+
+
+def f(v, d=3):
+    return "—" if v is None else f"{v:.{d}f}"
+
+
+def main():
+    p = argparse.ArgumentParser()
+    p.add_argument("--run", required=True)
+    args = p.parse_args()
+    run = Path(args.run)
+    r = json.load(open(run / "results.json"))
+    t = r["test"]
+    print(f"Fixed grouped test split: {t['n']} slices; accuracy {f(t['accuracy'])}, macro-F1 {f(t['macro_f1'])}\n")
+    print("| class | precision | recall | F1 | support | ROC AUC (one-vs-rest) |\n|---|---:|---:|---:|---:|---:|")
+    for c, v in t["per_class"].items():
+        print(f"| {c} | {f(v['precision'])} | {f(v['recall'])} | {f(v['f1'])} | {v['support']} | {f(t['roc_auc'].get(c))} |")
+    print("\nConfusion matrix (rows = true, columns = predicted: Normal, Cyst, Stone, Tumor)\n")
+    print("| true \\ pred | Normal | Cyst | Stone | Tumor |\n|---|---:|---:|---:|---:|")
+    for name, row in zip(["Normal", "Cyst", "Stone", "Tumor"], t["confusion_matrix"]):
+        print(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
+    v = r["val"]
+    print(f"\nGrouped validation split (used for early stopping, T and thresholds): accuracy {f(v['accuracy'])}, "
+          f"macro-F1 {f(v['macro_f1'])}")
+    e = r["ece"]
+    print(f"\nTemperature T = {r['temperature']:.4f}. ECE (15 bins, top-1): validation {f(e['val']['before'], 4)} → "
+          f"{f(e['val']['after'], 4)}; test {f(e['test']['before'], 4)} → {f(e['test']['after'], 4)}\n")
+    print("| finding | threshold (calibrated p) | test recall | test precision |\n|---|---:|---:|---:|")
+    for c, v in r["test_flagging"].items():
+        print(f"| {c} | {f(v['threshold'], 4)} | {f(v['recall'])} | {f(v['precision'])} |")
+    o = r["ood"]
+    print(f"\nOOD: PCA K={o['k']}, threshold {o['threshold']:.2f} = {o['percentile']}th percentile of validation scores\n")
+    print("| set | n | flagged as not assessable |\n|---|---:|---:|")
+    print(f"| grouped validation kidney slices | {v['n']} | {f(o['val_flagged'])} |")
+    print(f"| grouped test kidney slices | {t['n']} | {f(o['test_flagged'])} |")
+    for key in ("chest_1_35", "upper_abdomen_36_49", "kidney_55_90", "lower_abdomen_pelvis_100_134"):
+        if f"dicom_{key}_n" in o:
+            print(f"| TCIA DICOM instances {key.split('_', 1)[0] if False else key} | {o[f'dicom_{key}_n']} | {f(o[f'dicom_{key}_flagged'])} |")
+    for key in ("natural", "synthetic"):
+        print(f"| {key} images | {o[f'{key}_n']} | {f(o[f'{key}_flagged'])} |")
+    print(f"\nby test class: {json.dumps({k: round(x, 3) for k, x in o['test_flagged_by_class'].items()})}")
+    print(f"missed natural: {o['natural_missed']}; missed synthetic: {o['synthetic_missed']}")
+    if "dicom_kidney_predictions" in r:
+        print(f"\nTCIA kidney slices 55–90, predicted classes: {r['dicom_kidney_predictions']}")
+    hist = json.load(open(run / "history.json"))
+    print("\n| epoch | stage | res | train loss | val loss | val acc | val macro-F1 | train s |\n|---:|---|---:|---:|---:|---:|---:|---:|")
+    for h in hist:
+        print(f"| {h['epoch']} | {h['stage']} | {h['res']} | {f(h['train_loss'])} | {f(h.get('val_loss'))} | "
+              f"{f(h.get('val_acc'))} | {f(h.get('val_macro_f1'))} | {h['train_seconds']:.0f} |")
+    print(f"\ntotal training time {hist[-1]['elapsed'] / 60:.1f} min")
+    cvp = HERE / "results" / "cv.json"
+    if cvp.exists():
+        cv = json.load(open(cvp))
+        print(f"\nCV ({cv['protocol']}): macro-F1 {cv['macro_f1_mean']:.3f} ± {f(cv['macro_f1_sd'])} over {cv['n_folds']} folds")
+        print("| fold | macro-F1 | acc | recall N | C | S | T |\n|---|---:|---:|---:|---:|---:|---:|")
+        for k, v in cv["folds"].items():
+            rc = v["recall"]
+            print(f"| {k} | {f(v['macro_f1'])} | {f(v['accuracy'])} | {f(rc['Normal'])} | {f(rc['Cyst'])} | "
+                  f"{f(rc['Stone'])} | {f(rc['Tumor'])} |")
+        print(f"recall mean {cv['recall_mean']} sd {cv['recall_sd']}")
+
+
+if __name__ == "__main__":
+    main()
