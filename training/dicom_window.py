@@ -2,7 +2,7 @@
 """Which HU window makes real DICOM CT look like the dataset's display-windowed exports?
 
 For every (level, width) on a grid, the kidney slices of the real TCIA series are windowed to 8 bit, resized to
-224 (Lanczos) and CLAHE'd (4.0, 8x8) exactly as the dataset was; the window whose gray-level distribution is
+224 (Lanczos) and CLAHE'd (4.0, 8x8) exactly as the dataset was, after the node's square crop around the body; the window whose gray-level distribution is
 closest to the dataset's (1-D Wasserstein distance of the histograms, body pixels only) wins.
     /usr/bin/python3 training/dicom_window.py [--out training/results/dicom_window.json]
 """
@@ -15,6 +15,7 @@ import numpy as np
 import pydicom
 
 from paths import DATASET, SHARED, SPLITS
+from preprocess import dicom_slice_to_u8, hu_of
 
 SERIES = SHARED / "data" / "dicom" / "tcia-pancreatic-ct-cbct-seg-001"
 KIDNEY_INSTANCES = range(55, 91)  # both kidneys visible (see the series README)
@@ -45,16 +46,13 @@ def load_hu_slices():
     for path in sorted(SERIES.glob("*.dcm")):
         ds = pydicom.dcmread(path)
         if int(ds.InstanceNumber) in KIDNEY_INSTANCES:
-            hu = ds.pixel_array.astype(np.float32) * float(ds.RescaleSlope) + float(ds.RescaleIntercept)
-            slices.append(hu)
+            slices.append(hu_of(ds))
     return slices
 
 
 def render(hu, level, width):
-    low = level - width / 2.0
-    img = np.clip((hu - low) / width * 255.0, 0, 255).astype(np.uint8)
-    img = cv2.resize(img, (224, 224), interpolation=cv2.INTER_LANCZOS4)
-    return CLAHE.apply(img)
+    """Exactly what the node does with a DICOM slice (training/preprocess.py), body crop included."""
+    return dicom_slice_to_u8(hu, level, width)
 
 
 def main():

@@ -20,6 +20,7 @@ from calibrate_ood import MahalanobisPCA, decision_thresholds, ece, fit_temperat
 from data import load_split
 from model import build_model, forward_all, to_input
 from paths import CLASSES, SHARED, tune_malloc
+from preprocess import dicom_slice_to_u8, hu_of
 
 CLAHE = cv2.createCLAHE(clipLimit=4.0, tileGridSize=(8, 8))
 SERIES = SHARED / "data" / "dicom" / "tcia-pancreatic-ct-cbct-seg-001"
@@ -27,13 +28,8 @@ PHOTOS = SHARED / "models" / "pretrained" / "test_images"
 
 
 def dicom_to_u8(ds, center, width):
-    """What the node does with a CT slice: HU → window → 8 bit (truncated) → Lanczos 224 → CLAHE(4.0, 8x8)."""
-    hu = ds.pixel_array.astype(np.float32) * float(getattr(ds, "RescaleSlope", 1)) + float(
-        getattr(ds, "RescaleIntercept", 0))
-    low = center - width / 2.0
-    img = np.clip((hu - low) / width * 255.0, 0, 255).astype(np.uint8)
-    img = cv2.resize(img, (224, 224), interpolation=cv2.INTER_LANCZOS4)
-    return CLAHE.apply(img)
+    """What the node does with a CT slice (training/preprocess.py): HU → window → body crop → Lanczos 224 → CLAHE."""
+    return dicom_slice_to_u8(hu_of(ds), center, width)
 
 
 def image_file_to_u8(img):

@@ -1,0 +1,174 @@
+// nephra: the command-line tool. `nephra classify` runs the engine on files or a study folder without a PACS.
+#include <dcmtk/oflog/oflog.h>
+
+#include <cstdlib>
+#include <filesystem>
+#include <iostream>
+#include <opencv2/imgcodecs.hpp>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "nephra/engine/classifier.h"
+#include "nephra/engine/model.h"
+#include "nephra/engine/study.h"
+
+namespace {
+namespace fs = std::filesystem;
+namespace ng = nephra::engine;
+
+enum ExitCode : int { kOk = 0, kSomeFailed = 1, kUsage = 2, kModelError = 3 };
+
+constexpr const char* kUsageText =
+    R"(usage: nephra classify [options] FILE...     one JSON object per slice (per frame) on stdout
+       nephra classify [options] --study DIR    the whole folder as one study, JSON on stdout
+       nephra --version
+options:
+  --model FILE      model manifest (default: $NEPHRA_MODEL, ./models/nephra-kidney-v1.json,
+                    or the installed <prefix>/share/nephra/models/nephra-kidney-v1.json)
+  --heatmap DIR     also write each slice with its heatmap overlaid as PNG (study: flagged slices only)
+  --class NAME      heatmap for this class instead of the predicted one (per-file mode)
+  --threads N       OpenCV threads (default: all cores)
+  --batch N         slices per network batch (default 8)
+Files that cannot be read get {"file":..., "error":...}; the others go on; the exit status is then 1.
+)";
+
+struct Options {
+  std::vector<fs::path> files;
+  std::optional<fs::path> study_dir;
+  std::optional<fs::path> model;
+  std::optional<fs::path> heatmap_dir;
+  std::string heatmap_class;
+  ng::ClassifierOptions classifier;
+};
+
+std::optional<Options> parse(int argc, char** argv) {
+  if (argc < 2 || std::string(argv[1]) != "classify") return std::nullopt;
+  Options o;
+  for (int i = 2; i < argc; ++i) {
+    const std::string a = argv[i];
+    const bool has_value = i + 1 < argc;
+    if (a == "--study" && has_value) {
+      o.study_dir = argv[++i];
+    } else if (a == "--model" && has_value) {
+      o.model = argv[++i];
+    } else if (a == "--heatmap" && has_value) {
+      o.heatmap_dir = argv[++i];
+    } else if (a == "--class" && has_value) {
+      o.heatmap_class = argv[++i];
+    } else if (a == "--threads" && has_value) {
+      o.classifier.threads = std::atoi(argv[++i]);
+    } else if (a == "--batch" && has_value) {
+      o.classifier.batch = std::max(1, std::atoi(argv[++i]));
+    } else if (a.rfind("--", 0) == 0) {
+      return std::nullopt;
+    } else {
+      o.files.emplace_back(a);
+    }
+  }
+  if (o.files.empty() == !o.study_dir.has_value()) return std::nullopt;
+  return o;
+}
+
+fs::path find_model(const Options& o, const char* argv0) {
+  if (o.model) return *o.model;
+  if (const char* env = std::getenv("NEPHRA_MODEL"); env != nullptr && *env != '\0') return env;
+  const fs::path local = "models/nephra-kidney-v1.json";
+  if (fs::exists(local)) return local;
+  std::error_code ec;
+  const fs::path exe = fs::canonical(fs::path(argv0), ec);
+  return exe.parent_path().parent_path() / "share/nephra/models/nephra-kidney-v1.json";
+}
+
+std::string json_string(const std::string& s) {
+  std::string out = "\"";
+  for (const char c : s) {
+    if (c == '"' || c == '\\') out += '\\';
+    if (static_cast<unsigned char>(c) < 0x20) {
+      out += ' ';
+      continue;
+    }
+    out += c;
+  }
+  return out + "\"";
+}
+
+void write_heatmap(const fs::path& dir, const ng::Slice& slice, const ng::SliceResult& result, int cls,
+                   const std::string& name) {
+  fs::create_directories(dir);
+  const cv::Mat img = ng::overlay(slice, ng::heatmap(slice, result, cls));
+  cv::imwrite((dir / (name + ".png")).string(), img);
+}
+
+std::string stem_of(const ng::SliceSource& s) {
+  return fs::path(s.path).stem().string() + (s.frame > 0 ? "-f" + std::to_string(s.frame) : "");
+}
+
+int classify_files(const Options& o, ng::Classifier& clf) {
+  const auto& model = clf.model();
+  const int forced = o.heatmap_class.empty() ? -1 : model.class_index(o.heatmap_class);
+  int status = kOk;
+  for (const auto& file : o.files) {
+    try {
+      const auto slices = ng::load_slices(file, model);
+      const auto results = clf.classify(slices);
+      for (size_t i = 0; i < slices.size(); ++i) {
+        std::cout << ng::slice_json(slices[i].source, results[i], model) << "\n";
+        if (o.heatmap_dir) {
+          const int cls = forced >= 0 ? forced : results[i].predicted;
+          write_heatmap(*o.heatmap_dir, slices[i], results[i], cls, stem_of(slices[i].source));
+        }
+      }
+    } catch (const std::exception& err) {
+      std::cout << "{\"file\":" << json_string(file.string()) << ",\"error\":" << json_string(err.what()) << "}\n";
+      status = kSomeFailed;
+    }
+  }
+  return status;
+}
+
+int classify_study(const Options& o, ng::Classifier& clf) {
+  std::vector<fs::path> files;
+  for (const auto& e : fs::recursive_directory_iterator(*o.study_dir)) {
+    if (e.is_regular_file()) files.push_back(e.path());
+  }
+  std::vector<ng::FileError> errors;
+  const auto study = ng::classify_files(files, clf, errors);
+  for (const auto& e : errors) std::cerr << "nephra: " << e.path << ": " << e.reason << "\n";
+  std::cout << ng::study_json(study, clf.model()) << "\n";
+  if (o.heatmap_dir) {
+    for (const auto& f : study.findings) {
+      const int cls = clf.model().class_index(f.label);
+      for (const int n : f.flagged) {
+        const auto& rec = study.slices[static_cast<size_t>(n - 1)];
+        for (const auto& s : ng::load_slices(rec.source.path, clf.model())) {
+          if (s.source.frame != rec.source.frame) continue;
+          write_heatmap(*o.heatmap_dir, s, rec.result, cls, f.label + "-slice" + std::to_string(n));
+        }
+      }
+    }
+  }
+  return errors.empty() ? kOk : kSomeFailed;
+}
+
+}  // namespace
+
+int main(int argc, char** argv) {
+  if (argc == 2 && std::string(argv[1]) == "--version") {
+    std::cout << "nephra " << NEPHRA_VERSION << "\n";
+    return kOk;
+  }
+  const auto options = parse(argc, argv);
+  if (!options) {
+    std::cerr << kUsageText;
+    return kUsage;
+  }
+  OFLog::configure(OFLogger::FATAL_LOG_LEVEL);  // each file's error is reported in its JSON line
+  try {
+    ng::Classifier clf(ng::load_model(find_model(*options, argv[0])), options->classifier);
+    return options->study_dir ? classify_study(*options, clf) : classify_files(*options, clf);
+  } catch (const ng::ModelError& err) {
+    std::cerr << "nephra: " << err.what() << "\n";
+    return kModelError;
+  }
+}

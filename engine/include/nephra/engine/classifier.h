@@ -1,0 +1,47 @@
+#pragma once
+// CNN inference with OpenCV DNN: calibrated probabilities, OOD score and class activation maps per slice.
+#include <memory>
+#include <opencv2/core.hpp>
+#include <vector>
+
+#include "nephra/engine/model.h"
+#include "nephra/engine/slice.h"
+
+namespace nephra::engine {
+
+struct SliceResult {
+  std::vector<double> probabilities;  // calibrated, in model.classes order
+  int predicted = 0;
+  double ood_score = 0.0;
+  bool not_assessed = false;
+  std::vector<cv::Mat> cams;  // per class, feature-map sized (7x7) float, before ReLU
+};
+
+struct ClassifierOptions {
+  int threads = 0;  // OpenCV threads; 0 = OpenCV's default
+  int batch = 8;
+};
+
+class Classifier {
+ public:
+  explicit Classifier(Model model, ClassifierOptions options = {});
+  ~Classifier();
+  Classifier(const Classifier&) = delete;
+  Classifier& operator=(const Classifier&) = delete;
+
+  [[nodiscard]] const Model& model() const;
+  // Thread-safe (one network, serialised): results in the order of `inputs` (each model input_size², CV_8U).
+  std::vector<SliceResult> classify(const std::vector<cv::Mat>& inputs);
+  std::vector<SliceResult> classify(const std::vector<Slice>& slices);
+
+ private:
+  struct Impl;
+  std::unique_ptr<Impl> impl_;
+};
+
+// The heatmap for class `cls`: ReLU(CAM) upsampled onto the slice's crop, normalised to 0..1, full display size.
+cv::Mat heatmap(const Slice& slice, const SliceResult& result, int cls);
+// The display slice in colour with the heatmap blended in (BGR, 8-bit).
+cv::Mat overlay(const Slice& slice, const cv::Mat& heat);
+
+}  // namespace nephra::engine

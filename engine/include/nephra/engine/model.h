@@ -1,0 +1,65 @@
+#pragma once
+// The model manifest (models/<name>.json): the only thing the engine knows about the model.
+#include <Eigen/Core>
+#include <filesystem>
+#include <map>
+#include <stdexcept>
+#include <string>
+#include <vector>
+
+namespace nephra::engine {
+
+class ModelError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+struct BodyCrop {
+  bool enabled = false;
+  double threshold_hu = -500.0;  // body = HU above this, largest connected component
+  double margin = 0.04;          // fraction of the box side added on each side, then made square
+};
+
+struct Preprocessing {
+  double window_center = 80.0;  // HU
+  double window_width = 350.0;  // HU
+  BodyCrop body_crop;
+  double clahe_clip = 4.0;
+  int clahe_tiles = 8;
+};
+
+struct OodModel {
+  Eigen::RowVectorXd pca_mean;  // 1 x C (C = feature channels)
+  Eigen::MatrixXd components;   // K x C
+  Eigen::MatrixXd class_means;  // classes x K
+  Eigen::MatrixXd precision;    // K x K
+  double threshold = 0.0;       // score above → "not assessed"
+};
+
+struct Model {
+  std::string name;
+  std::string version;
+  std::filesystem::path onnx_path;
+  std::string onnx_sha256;
+  std::vector<std::string> classes;
+  int input_size = 224;
+  std::string logits_output = "logits";
+  std::string features_output = "features";
+  Preprocessing preprocessing;
+  Eigen::MatrixXf head_weight;  // classes x C
+  Eigen::VectorXf head_bias;    // classes
+  double temperature = 1.0;
+  OodModel ood;
+  std::map<std::string, double> decision_thresholds;  // finding class → calibrated probability threshold
+  int min_run_slices = 2;                             // contiguous flagged slices for a study-level finding
+
+  [[nodiscard]] int class_index(const std::string& name) const;
+  [[nodiscard]] std::string id() const { return name + " " + version; }
+};
+
+// Reads and checks the manifest; the ONNX path is resolved beside it and its sha256 verified.
+Model load_model(const std::filesystem::path& manifest_path);
+
+std::string sha256_file(const std::filesystem::path& path);
+
+}  // namespace nephra::engine

@@ -1,0 +1,64 @@
+#pragma once
+// Per-study aggregation: slices ordered along the patient axis, per-class findings from flagged slices.
+#include <filesystem>
+#include <string>
+#include <vector>
+
+#include "nephra/engine/classifier.h"
+#include "nephra/engine/model.h"
+#include "nephra/engine/slice.h"
+
+namespace nephra::engine {
+
+struct SliceRecord {
+  SliceSource source;
+  SliceResult result;
+  int number = 0;  // 1-based position in the ordered study
+};
+
+struct SliceRun {
+  int first = 0;  // slice numbers, inclusive
+  int last = 0;
+};
+
+struct Finding {
+  std::string label;  // model class name (Cyst, Stone, Tumor)
+  bool present = false;
+  double max_probability = 0.0;  // over the slices in qualifying runs (present) or over all assessed slices
+  int peak_slice = 0;            // slice number of max_probability
+  std::vector<int> flagged;      // slice numbers with p >= threshold
+  std::vector<SliceRun> runs;    // contiguous flagged runs of at least min_run_slices
+};
+
+struct StudyResult {
+  std::string model_id;
+  std::vector<SliceRecord> slices;  // ordered
+  std::vector<Finding> findings;    // one per non-Normal class
+  int assessed = 0;
+  int not_assessed = 0;
+  int failed = 0;  // slices that could not be read
+  [[nodiscard]] bool any_present() const;
+  [[nodiscard]] std::string summary() const;
+};
+
+// Orders slices by position (then instance number, then file name) and applies the model's decision rule.
+StudyResult aggregate(std::vector<SliceRecord> slices, const Model& model, int failed = 0);
+
+}  // namespace nephra::engine
+
+namespace nephra::engine {
+
+struct FileError {
+  std::string path;
+  std::string reason;
+};
+
+// Loads and classifies files a chunk at a time (pixels of at most `chunk` files in memory), then aggregates.
+StudyResult classify_files(const std::vector<std::filesystem::path>& files, Classifier& classifier,
+                           std::vector<FileError>& errors, size_t chunk = 32);
+
+// JSON (nlohmann dump) of one slice result and of a study result; shared by the CLI and the node.
+std::string slice_json(const SliceSource& source, const SliceResult& result, const Model& model);
+std::string study_json(const StudyResult& study, const Model& model);
+
+}  // namespace nephra::engine

@@ -1,0 +1,163 @@
+#include "nephra/engine/classifier.h"
+
+#include <Eigen/Dense>
+#include <cmath>
+#include <mutex>
+#include <opencv2/core/utility.hpp>
+#include <opencv2/dnn.hpp>
+#include <opencv2/imgproc.hpp>
+
+namespace nephra::engine {
+namespace {
+
+std::vector<double> calibrated(const float* logits, size_t n, double temperature) {
+  std::vector<double> p(n);
+  double max = -INFINITY;
+  for (size_t i = 0; i < n; ++i) max = std::max(max, static_cast<double>(logits[i]) / temperature);
+  double sum = 0;
+  for (size_t i = 0; i < n; ++i) sum += p[i] = std::exp(static_cast<double>(logits[i]) / temperature - max);
+  for (auto& v : p) v /= sum;
+  return p;
+}
+
+double ood_score(const OodModel& ood, const Eigen::RowVectorXd& pooled) {
+  const Eigen::RowVectorXd z = (pooled - ood.pca_mean) * ood.components.transpose();
+  double best = INFINITY;
+  for (Eigen::Index c = 0; c < ood.class_means.rows(); ++c) {
+    const Eigen::RowVectorXd d = z - ood.class_means.row(c);
+    best = std::min(best, (d * ood.precision * d.transpose())(0, 0));
+  }
+  return best;
+}
+
+}  // namespace
+
+struct Classifier::Impl {
+  Model model;
+  ClassifierOptions options;
+  std::mutex mutex;
+  cv::dnn::Net net;
+
+  // One batch through the network; fills results[first .. first + n).
+  void run_batch(const std::vector<cv::Mat>& inputs, size_t first, size_t n, std::vector<SliceResult>& results) {
+    const int side = model.input_size;
+    const std::array<int, 4> shape{static_cast<int>(n), 3, side, side};
+    cv::Mat blob(4, shape.data(), CV_32F);
+    for (size_t i = 0; i < n; ++i) {
+      const cv::Mat& in = inputs[first + i];
+      if (in.type() != CV_8U || in.rows != side || in.cols != side) throw std::invalid_argument("bad network input");
+      for (int ch = 0; ch < 3; ++ch) {
+        cv::Mat plane(side, side, CV_32F, blob.ptr<float>(static_cast<int>(i), ch));
+        in.convertTo(plane, CV_32F);
+      }
+    }
+    std::vector<cv::Mat> outs;
+    {
+      const std::lock_guard guard(mutex);
+      net.setInput(blob, "input");
+      net.forward(outs, std::vector<cv::String>{model.logits_output, model.features_output});
+    }
+    const cv::Mat& logits = outs[0];
+    const cv::Mat& features = outs[1];  // N x C x h x w
+    const int channels = features.size[1];
+    const int cells = features.size[2] * features.size[3];
+    for (size_t i = 0; i < n; ++i) {
+      results[first + i] = one_result(logits.ptr<float>(static_cast<int>(i)), features.ptr<float>(static_cast<int>(i)),
+                                      channels, cells, features.size[2]);
+    }
+  }
+
+  [[nodiscard]] SliceResult one_result(const float* logits, const float* features, int channels, int cells,
+                                       int rows) const {
+    const auto n_classes = model.classes.size();
+    for (size_t c = 0; c < n_classes; ++c) {
+      if (!std::isfinite(logits[c])) throw std::runtime_error("the network produced a non-finite logit");
+    }
+    const Eigen::Map<const Eigen::Matrix<float, Eigen::Dynamic, Eigen::Dynamic, Eigen::RowMajor>> fmap(features,
+                                                                                                       channels, cells);
+    SliceResult r;
+    r.probabilities = calibrated(logits, n_classes, model.temperature);
+    r.predicted =
+        static_cast<int>(std::max_element(r.probabilities.begin(), r.probabilities.end()) - r.probabilities.begin());
+    const Eigen::RowVectorXd pooled = fmap.rowwise().mean().transpose().cast<double>();
+    r.ood_score = ood_score(model.ood, pooled);
+    r.not_assessed = !(r.ood_score <= model.ood.threshold);  // NaN counts as not assessed
+    // CAM_c = W_c · F: its spatial mean plus b_c is the logit; Grad-CAM of this head is ReLU(CAM_c) / cells.
+    const Eigen::MatrixXf cam = model.head_weight * fmap;
+    for (size_t c = 0; c < n_classes; ++c) {
+      cv::Mat m(rows, cells / rows, CV_32F);
+      for (int k = 0; k < cells; ++k) m.at<float>(k) = cam(static_cast<Eigen::Index>(c), k);
+      r.cams.push_back(m);
+    }
+    return r;
+  }
+};
+
+Classifier::Classifier(Model model, ClassifierOptions options) : impl_(std::make_unique<Impl>()) {
+  impl_->model = std::move(model);
+  impl_->options = options;
+  if (options.threads > 0) cv::setNumThreads(options.threads);
+  try {
+    impl_->net = cv::dnn::readNetFromONNX(impl_->model.onnx_path.string());
+  } catch (const cv::Exception& err) {
+    throw ModelError("OpenCV DNN cannot load " + impl_->model.onnx_path.string() + ": " + err.what());
+  }
+  impl_->net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
+  impl_->net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+}
+
+Classifier::~Classifier() = default;
+
+const Model& Classifier::model() const { return impl_->model; }
+
+std::vector<SliceResult> Classifier::classify(const std::vector<cv::Mat>& inputs) {
+  std::vector<SliceResult> results(inputs.size());
+  const auto batch = static_cast<size_t>(std::max(1, impl_->options.batch));
+  for (size_t first = 0; first < inputs.size(); first += batch) {
+    impl_->run_batch(inputs, first, std::min(batch, inputs.size() - first), results);
+  }
+  return results;
+}
+
+std::vector<SliceResult> Classifier::classify(const std::vector<Slice>& slices) {
+  std::vector<cv::Mat> inputs;
+  inputs.reserve(slices.size());
+  for (const auto& s : slices) inputs.push_back(s.input);
+  return classify(inputs);
+}
+
+cv::Mat heatmap(const Slice& slice, const SliceResult& result, int cls) {
+  cv::Mat cam = cv::max(result.cams.at(static_cast<size_t>(cls)), 0.0F);
+  double max = 0;
+  cv::minMaxLoc(cam, nullptr, &max);
+  if (max > 0) cam /= max;
+  cv::Mat up;
+  cv::resize(cam, up, slice.crop.size(), 0, 0, cv::INTER_CUBIC);
+  cv::Mat heat = cv::Mat::zeros(slice.display.size(), CV_32F);
+  const cv::Rect inside = slice.crop & cv::Rect(0, 0, heat.cols, heat.rows);
+  up(cv::Rect(inside.x - slice.crop.x, inside.y - slice.crop.y, inside.width, inside.height)).copyTo(heat(inside));
+  return cv::min(cv::max(heat, 0.0F), 1.0F);
+}
+
+cv::Mat overlay(const Slice& slice, const cv::Mat& heat) {
+  cv::Mat gray_bgr;
+  cv::cvtColor(slice.display, gray_bgr, cv::COLOR_GRAY2BGR);
+  cv::Mat heat_u8;
+  heat.convertTo(heat_u8, CV_8U, 255.0);
+  cv::Mat colour;
+  cv::applyColorMap(heat_u8, colour, cv::COLORMAP_JET);
+  cv::Mat out = gray_bgr.clone();
+  for (int r = 0; r < out.rows; ++r) {
+    for (int c = 0; c < out.cols; ++c) {
+      // Weak activations stay gray so the anatomy under them remains readable.
+      const float a = std::clamp((heat.at<float>(r, c) - 0.2F) / 0.8F, 0.0F, 1.0F) * 0.55F;
+      const auto& g = gray_bgr.at<cv::Vec3b>(r, c);
+      const auto& h = colour.at<cv::Vec3b>(r, c);
+      auto& o = out.at<cv::Vec3b>(r, c);
+      for (int k = 0; k < 3; ++k) o[k] = cv::saturate_cast<uchar>((1.0F - a) * g[k] + a * h[k]);
+    }
+  }
+  return out;
+}
+
+}  // namespace nephra::engine

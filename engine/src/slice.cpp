@@ -1,0 +1,285 @@
+#include "nephra/engine/slice.h"
+
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcrledrg.h>
+#include <dcmtk/dcmdata/dcxfer.h>
+#include <dcmtk/dcmimgle/dcmimage.h>
+#include <dcmtk/dcmimgle/dipixel.h>
+#include <dcmtk/dcmjpeg/djdecode.h>
+#include <dcmtk/dcmjpls/djdecode.h>
+
+#include <array>
+#include <cmath>
+#include <fstream>
+#include <mutex>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+namespace nephra::engine {
+namespace {
+
+constexpr int kMaxSide = 16384;
+
+void register_codecs() {
+  static std::once_flag once;
+  std::call_once(once, [] {
+    DJDecoderRegistration::registerCodecs();
+    DJLSDecoderRegistration::registerCodecs();
+    DcmRLEDecoderRegistration::registerCodecs();
+  });
+}
+
+std::string text(DcmItem* item, const DcmTagKey& tag) {
+  OFString value;
+  if (item != nullptr) item->findAndGetOFString(tag, value);
+  return value.c_str();
+}
+
+bool vec3(DcmItem* item, const DcmTagKey& tag, std::array<double, 3>& out, unsigned offset = 0) {
+  for (unsigned i = 0; i < 3; ++i) {
+    Float64 v = 0;
+    if (item == nullptr || item->findAndGetFloat64(tag, v, offset + i, OFTrue).bad()) return false;
+    out[i] = v;
+  }
+  return true;
+}
+
+DcmItem* functional_group(DcmItem* ds, const DcmTagKey& group, unsigned long frame, const DcmTagKey& macro) {
+  DcmItem* item = nullptr;
+  if (ds->findAndGetSequenceItem(group, item, static_cast<signed long>(frame)).bad()) return nullptr;
+  DcmItem* inner = nullptr;
+  if (item->findAndGetSequenceItem(macro, inner, 0).bad()) return nullptr;
+  return inner;
+}
+
+// Position of a frame along the slice normal: IPP · (row × column direction).
+double position_of(DcmItem* ds, unsigned long frame, bool multiframe) {
+  std::array<double, 3> ipp{};
+  std::array<double, 3> row{};
+  std::array<double, 3> col{};
+  DcmItem* pos = ds;
+  DcmItem* ori = ds;
+  if (multiframe) {
+    pos = functional_group(ds, DCM_PerFrameFunctionalGroupsSequence, frame, DCM_PlanePositionSequence);
+    ori = functional_group(ds, DCM_SharedFunctionalGroupsSequence, 0, DCM_PlaneOrientationSequence);
+    if (ori == nullptr) {
+      ori = functional_group(ds, DCM_PerFrameFunctionalGroupsSequence, frame, DCM_PlaneOrientationSequence);
+    }
+  }
+  if (!vec3(pos, DCM_ImagePositionPatient, ipp)) return std::nan("");
+  if (!vec3(ori, DCM_ImageOrientationPatient, row, 0) || !vec3(ori, DCM_ImageOrientationPatient, col, 3)) {
+    return ipp[2];  // no orientation: assume axial
+  }
+  const std::array<double, 3> n{row[1] * col[2] - row[2] * col[1], row[2] * col[0] - row[0] * col[2],
+                                row[0] * col[1] - row[1] * col[0]};
+  return ipp[0] * n[0] + ipp[1] * n[1] + ipp[2] * n[2];
+}
+
+template <typename T>
+void copy_plane(const void* data, cv::Mat& hu) {
+  const auto* src = static_cast<const T*>(data);
+  auto* dst = hu.ptr<float>();
+  const auto n = static_cast<size_t>(hu.total());
+  for (size_t i = 0; i < n; ++i) dst[i] = static_cast<float>(src[i]);
+}
+
+cv::Mat hu_of(const DicomImage& image) {
+  const DiPixel* inter = image.getInterData();
+  if (inter == nullptr || inter->getData() == nullptr) throw InputError("no modality pixel data");
+  cv::Mat hu(static_cast<int>(image.getHeight()), static_cast<int>(image.getWidth()), CV_32F);
+  if (inter->getCount() < hu.total()) throw InputError("pixel data shorter than the image");
+  switch (inter->getRepresentation()) {
+    case EPR_Uint8:
+      copy_plane<Uint8>(inter->getData(), hu);
+      break;
+    case EPR_Sint8:
+      copy_plane<Sint8>(inter->getData(), hu);
+      break;
+    case EPR_Uint16:
+      copy_plane<Uint16>(inter->getData(), hu);
+      break;
+    case EPR_Sint16:
+      copy_plane<Sint16>(inter->getData(), hu);
+      break;
+    case EPR_Uint32:
+      copy_plane<Uint32>(inter->getData(), hu);
+      break;
+    case EPR_Sint32:
+      copy_plane<Sint32>(inter->getData(), hu);
+      break;
+  }
+  return hu;
+}
+
+std::string unsupported_reason(const DcmXfer& xfer) {
+  const std::string uid = xfer.getXferID();
+  if (uid.rfind("1.2.840.10008.1.2.4.9", 0) == 0 || uid.rfind("1.2.840.10008.1.2.4.20", 0) == 0) {
+    return "unsupported transfer syntax " + uid + " (" + xfer.getXferName() + "): no JPEG 2000 decoder";
+  }
+  return "";
+}
+
+void check_image_geometry(DcmDataset* ds) {
+  Uint16 rows = 0;
+  Uint16 cols = 0;
+  Uint16 spp = 1;
+  ds->findAndGetUint16(DCM_Rows, rows);
+  ds->findAndGetUint16(DCM_Columns, cols);
+  ds->findAndGetUint16(DCM_SamplesPerPixel, spp);
+  if (!ds->tagExists(DCM_PixelData)) throw InputError("no pixel data");
+  if (rows == 0 || cols == 0) throw InputError("image has zero rows or columns");
+  if (rows > kMaxSide || cols > kMaxSide) throw InputError("image larger than 16384 pixels on a side");
+  if (spp != 1) throw InputError("not a grayscale image (SamplesPerPixel " + std::to_string(spp) + ")");
+}
+
+std::vector<Slice> load_dicom(const std::filesystem::path& path, const Model& model) {
+  register_codecs();
+  DcmFileFormat file;
+  if (const OFCondition cond = file.loadFile(path.c_str()); cond.bad()) {
+    throw InputError(std::string("unreadable DICOM: ") + cond.text());
+  }
+  DcmDataset* ds = file.getDataset();
+  const DcmXfer xfer(ds->getOriginalXfer());
+  if (auto reason = unsupported_reason(xfer); !reason.empty()) throw InputError(reason);
+  check_image_geometry(ds);
+  long frames = 1;
+  if (Sint32 n = 0; ds->findAndGetSint32(DCM_NumberOfFrames, n).good() && n > 1) frames = n;
+  SliceSource base;
+  base.path = path.string();
+  base.sop_class_uid = text(ds, DCM_SOPClassUID);
+  base.sop_instance_uid = text(ds, DCM_SOPInstanceUID);
+  base.series_instance_uid = text(ds, DCM_SeriesInstanceUID);
+  if (Sint32 n = 0; ds->findAndGetSint32(DCM_InstanceNumber, n).good()) base.instance_number = n;
+  std::vector<Slice> out;
+  for (long f = 0; f < frames; ++f) {  // one frame at a time: a large multi-frame image never sits in memory twice
+    DicomImage image(&file, ds->getOriginalXfer(), CIF_UsePartialAccessToPixelData, static_cast<unsigned long>(f), 1);
+    if (image.getStatus() != EIS_Normal) {
+      throw InputError(std::string("cannot decode pixel data (") + xfer.getXferName() +
+                       "): " + DicomImage::getString(image.getStatus()));
+    }
+    if (!image.isMonochrome()) throw InputError("not a monochrome image");
+    Slice slice = preprocess_hu(hu_of(image), model);
+    slice.source = base;
+    slice.source.frame = frames > 1 ? static_cast<int>(f + 1) : 0;
+    slice.source.position = position_of(ds, static_cast<unsigned long>(f), frames > 1);
+    out.push_back(std::move(slice));
+  }
+  return out;
+}
+
+std::vector<Slice> load_image_file(const std::filesystem::path& path, const Model& model) {
+  cv::Mat img = cv::imread(path.string(), cv::IMREAD_UNCHANGED);
+  if (img.empty()) throw InputError("unreadable image file (not DICOM, PNG or JPEG)");
+  if (img.depth() == CV_16U) img.convertTo(img, CV_8U, 1.0 / 257.0);
+  if (img.depth() != CV_8U) throw InputError("unsupported image depth");
+  if (img.channels() == 3) cv::cvtColor(img, img, cv::COLOR_BGR2GRAY);
+  if (img.channels() == 4) cv::cvtColor(img, img, cv::COLOR_BGRA2GRAY);
+  if (img.channels() != 1) throw InputError("unsupported channel count");
+  Slice slice = preprocess_image(img, model);
+  slice.source.path = path.string();
+  return {std::move(slice)};
+}
+
+cv::Mat window_u8(const cv::Mat& hu, const Preprocessing& p) {
+  // Same float32 operations, in the same order, as training/preprocess.py (so the truncation agrees bit for bit).
+  const auto low = static_cast<float>(p.window_center - p.window_width / 2.0);
+  const auto width = static_cast<float>(p.window_width);
+  cv::Mat out(hu.size(), CV_8U);
+  for (int r = 0; r < hu.rows; ++r) {
+    const auto* src = hu.ptr<float>(r);
+    auto* dst = out.ptr<uchar>(r);
+    for (int c = 0; c < hu.cols; ++c) {
+      const float v = std::clamp((src[c] - low) / width * 255.0F, 0.0F, 255.0F);
+      dst[c] = static_cast<uchar>(v);
+    }
+  }
+  return out;
+}
+
+// Square box around the body (largest connected region above threshold_hu), with a margin; may reach outside.
+cv::Rect body_box(const cv::Mat& hu, const BodyCrop& crop) {
+  const cv::Rect whole(0, 0, hu.cols, hu.rows);
+  if (!crop.enabled) return whole;
+  cv::Mat mask = hu > static_cast<float>(crop.threshold_hu);
+  cv::Mat labels;
+  cv::Mat stats;
+  cv::Mat centroids;
+  const int n = cv::connectedComponentsWithStats(mask, labels, stats, centroids, 8, CV_32S);
+  int best = 0;
+  for (int i = 1; i < n; ++i) {
+    if (best == 0 || stats.at<int>(i, cv::CC_STAT_AREA) > stats.at<int>(best, cv::CC_STAT_AREA)) best = i;
+  }
+  if (best == 0 || stats.at<int>(best, cv::CC_STAT_AREA) < static_cast<int>(hu.total() / 100)) return whole;
+  const int x = stats.at<int>(best, cv::CC_STAT_LEFT);
+  const int y = stats.at<int>(best, cv::CC_STAT_TOP);
+  const int w = stats.at<int>(best, cv::CC_STAT_WIDTH);
+  const int h = stats.at<int>(best, cv::CC_STAT_HEIGHT);
+  // floor(v + 0.5), as training/preprocess.py rounds
+  const auto side = static_cast<int>(std::floor(std::max(w, h) * (1.0 + 2.0 * crop.margin) + 0.5));
+  const auto x0 = static_cast<int>(std::floor(x + w / 2.0 - side / 2.0 + 0.5));
+  const auto y0 = static_cast<int>(std::floor(y + h / 2.0 - side / 2.0 + 0.5));
+  return {x0, y0, side, side};
+}
+
+cv::Mat crop_square(const cv::Mat& img, const cv::Rect& box) {
+  if (box == cv::Rect(0, 0, img.cols, img.rows)) return img;
+  cv::Mat canvas = cv::Mat::zeros(box.size(), img.type());
+  const cv::Rect inside = box & cv::Rect(0, 0, img.cols, img.rows);
+  img(inside).copyTo(canvas(cv::Rect(inside.x - box.x, inside.y - box.y, inside.width, inside.height)));
+  return canvas;
+}
+
+cv::Mat resize_to(const cv::Mat& img, int side) {
+  if (img.rows == side && img.cols == side) return img.clone();
+  cv::Mat out;
+  cv::resize(img, out, cv::Size(side, side), 0, 0, cv::INTER_LANCZOS4);
+  return out;
+}
+
+}  // namespace
+
+std::string SliceSource::label() const { return frame > 0 ? path + "#" + std::to_string(frame) : path; }
+
+bool is_dicom_file(const std::filesystem::path& path) {
+  std::ifstream in(path, std::ios::binary);
+  std::array<char, 132> head{};
+  in.read(head.data(), head.size());
+  return in.gcount() == 132 && std::string(head.data() + 128, 4) == "DICM";
+}
+
+Slice preprocess_hu(const cv::Mat& hu, const Model& model) {
+  const Preprocessing& p = model.preprocessing;
+  Slice slice;
+  slice.display = window_u8(hu, p);
+  slice.crop = body_box(hu, p.body_crop);
+  cv::Mat input = resize_to(crop_square(slice.display, slice.crop), model.input_size);
+  auto clahe = cv::createCLAHE(p.clahe_clip, cv::Size(p.clahe_tiles, p.clahe_tiles));
+  clahe->apply(input, slice.input);
+  return slice;
+}
+
+Slice preprocess_image(const cv::Mat& gray_u8, const Model& model) {
+  Slice slice;
+  slice.display = gray_u8.clone();
+  slice.crop = cv::Rect(0, 0, gray_u8.cols, gray_u8.rows);
+  slice.input = resize_to(gray_u8, model.input_size);
+  return slice;
+}
+
+std::vector<Slice> load_slices(const std::filesystem::path& path, const Model& model) {
+  std::error_code ec;
+  if (!std::filesystem::is_regular_file(path, ec)) throw InputError("not a readable file");
+  if (is_dicom_file(path)) return load_dicom(path, model);
+  try {
+    return load_image_file(path, model);
+  } catch (const InputError&) {
+    try {
+      return load_dicom(path, model);  // a data set without the DICM preamble
+    } catch (const InputError& err) {
+      throw InputError(std::string("neither a DICOM file nor a readable PNG/JPEG (") + err.what() + ")");
+    }
+  }
+}
+
+}  // namespace nephra::engine

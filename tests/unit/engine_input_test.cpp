@@ -1,0 +1,171 @@
+// Engine input handling on synthetic DICOM: frames, photometric, sign, sizes, broken files. Needs the shipped model.
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcuid.h>
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdlib>
+#include <fstream>
+#include <opencv2/imgcodecs.hpp>
+#include <opencv2/imgproc.hpp>
+
+#include "nephra/engine/classifier.h"
+#include "nephra/engine/model.h"
+#include "nephra/engine/slice.h"
+#include "process.h"
+
+namespace fs = std::filesystem;
+namespace ng = nephra::engine;
+
+namespace {
+
+fs::path model_manifest() {
+  if (const char* env = std::getenv("NEPHRA_MODEL"); env != nullptr && *env != '\0') return env;
+  return fs::path(NEPHRA_SOURCE_DIR) / "models" / "nephra-kidney-v1.json";
+}
+
+struct CtSpec {
+  int rows = 64;
+  int cols = 64;
+  int frames = 1;
+  bool is_signed = false;
+  std::string photometric = "MONOCHROME2";
+  double intercept = -1000;
+  bool pixels = true;
+};
+
+// A CT-like image: a bright disc ("body") on air, written as a DICOM file.
+fs::path write_ct(const fs::path& path, const CtSpec& s) {
+  DcmFileFormat file;
+  DcmDataset* ds = file.getDataset();
+  char uid[100];
+  ds->putAndInsertString(DCM_SOPClassUID, UID_CTImageStorage);
+  ds->putAndInsertString(DCM_SOPInstanceUID, dcmGenerateUniqueIdentifier(uid));
+  ds->putAndInsertString(DCM_StudyInstanceUID, dcmGenerateUniqueIdentifier(uid));
+  ds->putAndInsertString(DCM_SeriesInstanceUID, dcmGenerateUniqueIdentifier(uid));
+  ds->putAndInsertString(DCM_Modality, "CT");
+  ds->putAndInsertUint16(DCM_Rows, static_cast<Uint16>(s.rows));
+  ds->putAndInsertUint16(DCM_Columns, static_cast<Uint16>(s.cols));
+  ds->putAndInsertUint16(DCM_SamplesPerPixel, 1);
+  ds->putAndInsertString(DCM_PhotometricInterpretation, s.photometric.c_str());
+  ds->putAndInsertUint16(DCM_BitsAllocated, 16);
+  ds->putAndInsertUint16(DCM_BitsStored, 16);
+  ds->putAndInsertUint16(DCM_HighBit, 15);
+  ds->putAndInsertUint16(DCM_PixelRepresentation, s.is_signed ? 1 : 0);
+  ds->putAndInsertString(DCM_RescaleIntercept, std::to_string(s.intercept).c_str());
+  ds->putAndInsertString(DCM_RescaleSlope, "1");
+  ds->putAndInsertString(DCM_ImagePositionPatient, "0\\0\\100");
+  ds->putAndInsertString(DCM_ImageOrientationPatient, "1\\0\\0\\0\\1\\0");
+  if (s.frames > 1) ds->putAndInsertString(DCM_NumberOfFrames, std::to_string(s.frames).c_str());
+  if (s.pixels) {
+    std::vector<Uint16> px(static_cast<size_t>(s.rows * s.cols * s.frames));
+    for (int f = 0; f < s.frames; ++f) {
+      for (int r = 0; r < s.rows; ++r) {
+        for (int c = 0; c < s.cols; ++c) {
+          const double d = std::hypot(r - s.rows / 2.0, c - s.cols / 2.0);
+          const double hu = d < s.rows / 3.0 ? 40.0 + 10 * f : -1000.0;
+          px[static_cast<size_t>((f * s.rows + r) * s.cols + c)] = static_cast<Uint16>(hu - s.intercept);
+        }
+      }
+    }
+    ds->putAndInsertUint16Array(DCM_PixelData, px.data(), static_cast<unsigned long>(px.size()));
+  }
+  EXPECT_TRUE(file.saveFile(path.c_str(), EXS_LittleEndianExplicit).good());
+  return path;
+}
+
+class EngineInput : public ::testing::Test {
+ protected:
+  static void SetUpTestSuite() { model_ = new ng::Model(ng::load_model(model_manifest())); }
+  static void TearDownTestSuite() {
+    delete model_;
+    model_ = nullptr;
+  }
+  static ng::Model* model_;
+  nephra::test::TempDir tmp_;
+};
+ng::Model* EngineInput::model_ = nullptr;
+
+TEST_F(EngineInput, SingleFrameBecomesOneWindowedCroppedSlice) {
+  const auto slices = ng::load_slices(write_ct(tmp_.path() / "a.dcm", {}), *model_);
+  ASSERT_EQ(slices.size(), 1U);
+  EXPECT_EQ(slices[0].input.rows, model_->input_size);
+  EXPECT_EQ(slices[0].input.type(), CV_8U);
+  EXPECT_EQ(slices[0].display.size(), cv::Size(64, 64));
+  EXPECT_DOUBLE_EQ(slices[0].source.position, 100.0);
+  if (model_->preprocessing.body_crop.enabled) {
+    EXPECT_LT(slices[0].crop.width, 64);  // cropped to the disc
+  }
+}
+
+TEST_F(EngineInput, MultiFrameGivesOneSlicePerFrame) {
+  const auto slices = ng::load_slices(write_ct(tmp_.path() / "mf.dcm", {.frames = 3}), *model_);
+  ASSERT_EQ(slices.size(), 3U);
+  for (int f = 0; f < 3; ++f) EXPECT_EQ(slices[static_cast<size_t>(f)].source.frame, f + 1);
+  // frames differ by 10 HU inside the disc: the windowed centre pixel rises frame by frame
+  EXPECT_LT(slices[0].display.at<uchar>(32, 32), slices[2].display.at<uchar>(32, 32));
+}
+
+TEST_F(EngineInput, SignedAndUnsignedAndMonochrome1GiveTheSameHu) {
+  const auto u = ng::load_slices(write_ct(tmp_.path() / "u.dcm", {}), *model_);
+  const auto s = ng::load_slices(write_ct(tmp_.path() / "s.dcm", {.is_signed = true, .intercept = 0}), *model_);
+  const auto m1 = ng::load_slices(write_ct(tmp_.path() / "m1.dcm", {.photometric = "MONOCHROME1"}), *model_);
+  EXPECT_EQ(cv::norm(u[0].display, s[0].display, cv::NORM_INF), 0.0);
+  EXPECT_EQ(cv::norm(u[0].display, m1[0].display, cv::NORM_INF), 0.0);  // HU do not depend on display polarity
+}
+
+TEST_F(EngineInput, TinyAndHugeImagesClassifyWithoutNaN) {
+  ng::Classifier clf(*model_, {.threads = 1, .batch = 2});
+  std::vector<ng::Slice> slices;
+  for (const int side : {1, 4096}) {
+    auto loaded = ng::load_slices(
+        write_ct(tmp_.path() / ("s" + std::to_string(side) + ".dcm"), {.rows = side, .cols = side}), *model_);
+    slices.push_back(std::move(loaded[0]));
+  }
+  for (const auto& r : clf.classify(slices)) {
+    double sum = 0;
+    for (const double p : r.probabilities) {
+      EXPECT_TRUE(std::isfinite(p));
+      sum += p;
+    }
+    EXPECT_NEAR(sum, 1.0, 1e-9);
+    EXPECT_TRUE(std::isfinite(r.ood_score));
+  }
+}
+
+TEST_F(EngineInput, BrokenInputsGiveClearErrors) {
+  const auto expect_error = [&](const fs::path& p, const std::string& words) {
+    try {
+      (void)ng::load_slices(p, *model_);
+      ADD_FAILURE() << p << " loaded";
+    } catch (const ng::InputError& err) {
+      EXPECT_NE(std::string(err.what()).find(words), std::string::npos) << err.what();
+    }
+  };
+  expect_error(write_ct(tmp_.path() / "nopix.dcm", {.pixels = false}), "no pixel data");
+  std::ofstream(tmp_.path() / "junk.bin") << "this is not an image";
+  expect_error(tmp_.path() / "junk.bin", "neither a DICOM file nor");
+  expect_error(tmp_.path() / "missing.dcm", "not a readable file");
+  const fs::path cut = tmp_.path() / "cut.dcm";
+  write_ct(tmp_.path() / "whole.dcm", {});
+  fs::copy_file(tmp_.path() / "whole.dcm", cut);
+  fs::resize_file(cut, fs::file_size(cut) / 2);
+  expect_error(cut, "");
+}
+
+TEST_F(EngineInput, PngAndJpegAreTakenAsDisplayImages) {
+  cv::Mat gray(300, 200, CV_8U, cv::Scalar(90));
+  cv::Mat rgb;
+  cv::cvtColor(gray, rgb, cv::COLOR_GRAY2BGR);
+  cv::imwrite((tmp_.path() / "g.png").string(), gray);
+  cv::imwrite((tmp_.path() / "c.jpg").string(), rgb);
+  for (const char* name : {"g.png", "c.jpg"}) {
+    const auto slices = ng::load_slices(tmp_.path() / name, *model_);
+    ASSERT_EQ(slices.size(), 1U);
+    EXPECT_EQ(slices[0].input.size(), cv::Size(model_->input_size, model_->input_size));
+    EXPECT_NEAR(cv::mean(slices[0].input)[0], 90.0, 2.0);
+  }
+}
+
+}  // namespace
