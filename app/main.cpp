@@ -12,6 +12,7 @@
 #include <string_view>
 
 #include "nephra/config/config.h"
+#include "nephra/engine/classifier.h"
 #include "nephra/pipeline/pipeline.h"
 #include "nephra/scp/spool.h"
 #include "nephra/scp/storage_server.h"
@@ -67,11 +68,25 @@ int run_node(const nephra::config::Config& cfg) {
     return kSpoolError;
   }
 
+  std::unique_ptr<nephra::engine::Classifier> classifier;
+  try {
+    classifier = std::make_unique<nephra::engine::Classifier>(
+        nephra::engine::load_model(cfg.engine.model),
+        nephra::engine::ClassifierOptions{cfg.engine.threads, cfg.engine.batch});
+  } catch (const std::exception& err) {
+    spdlog::critical("MODEL_UNUSABLE path={} reason=\"{}\"", cfg.engine.model.string(), err.what());
+    return kStartError;
+  }
+  spdlog::info("MODEL_LOADED model=\"{}\" sha256={}", classifier->model().id(), classifier->model().onnx_sha256);
+
   std::vector<std::unique_ptr<nephra::pipeline::StudyStep>> steps;
   steps.push_back(nephra::pipeline::make_inventory_step());
-  nephra::pipeline::Pipeline pipeline(cfg, *spool, std::move(steps));
+  steps.push_back(nephra::pipeline::make_classify_step(cfg, *classifier, NEPHRA_VERSION));
+  nephra::pipeline::Outbox outbox(cfg, *spool);
+  nephra::pipeline::Pipeline pipeline(cfg, *spool, std::move(steps), &outbox);
   nephra::scp::StorageServer server(cfg, *spool, pipeline);
   try {
+    outbox.start();
     pipeline.start();
     server.start();
   } catch (const std::exception& err) {
@@ -100,6 +115,7 @@ int run_node(const nephra::config::Config& cfg) {
 
   server.stop();
   pipeline.stop();
+  outbox.stop();
   spdlog::info("NODE_STOPPED");
   return kOk;
 }

@@ -17,7 +17,7 @@ class Reader {
 
   Config read() {
     Config cfg;
-    check_keys(root_, "", {"node", "study", "pipeline", "log", "peers"});
+    check_keys(root_, "", {"node", "study", "pipeline", "engine", "results", "log", "peers"});
     if (const auto* node = table_at(root_, "node")) read_node(*node, cfg.node);
     if (const auto* study = table_at(root_, "study")) {
       check_keys(*study, "study.", {"stable_seconds"});
@@ -27,6 +27,8 @@ class Reader {
       check_keys(*pipeline, "pipeline.", {"workers"});
       cfg.pipeline.workers = integer(*pipeline, "pipeline.", "workers", cfg.pipeline.workers, 1, 64);
     }
+    if (const auto* engine = table_at(root_, "engine")) read_engine(*engine, cfg.engine);
+    if (const auto* results = table_at(root_, "results")) read_results(*results, cfg.results);
     if (const auto* log = table_at(root_, "log")) {
       check_keys(*log, "log.", {"level"});
       cfg.log.level = string(*log, "log.", "level", cfg.log.level);
@@ -112,6 +114,33 @@ class Reader {
     node.spool_dir = string(t, "node.", "spool_dir", node.spool_dir.string());
     if (node.spool_dir.empty()) throw ConfigError("node.spool_dir", "must not be empty", line_of(t));
     node.max_associations = integer(t, "node.", "max_associations", node.max_associations, 1, 1024);
+  }
+
+  static void read_engine(const toml::table& t, Config::Engine& e) {
+    check_keys(t, "engine.", {"model", "threads", "batch"});
+    e.model = string(t, "engine.", "model", e.model.string());
+    if (e.model.empty()) throw ConfigError("engine.model", "must not be empty", line_of(t));
+    e.threads = integer(t, "engine.", "threads", e.threads, 0, 256);
+    e.batch = integer(t, "engine.", "batch", e.batch, 1, 256);
+  }
+
+  static void read_results(const toml::table& t, Config::Results& r) {
+    check_keys(
+        t, "results.",
+        {"uid_root", "max_heatmaps", "retry_initial_seconds", "retry_max_seconds", "give_up_hours", "timeout_seconds"});
+    r.uid_root = string(t, "results.", "uid_root", r.uid_root);
+    const bool digits_and_dots =
+        std::all_of(r.uid_root.begin(), r.uid_root.end(), [](char c) { return c == '.' || (c >= '0' && c <= '9'); });
+    if (r.uid_root.empty() || r.uid_root.size() > 40 || !digits_and_dots || r.uid_root.front() == '.' ||
+        r.uid_root.back() == '.') {
+      throw ConfigError("results.uid_root", "must be a UID prefix of digits and dots, at most 40 characters",
+                        line_of(t));
+    }
+    r.max_heatmaps = integer(t, "results.", "max_heatmaps", r.max_heatmaps, 0, 1000);
+    r.retry_initial_seconds = number(t, "results.", "retry_initial_seconds", r.retry_initial_seconds, 0.1, 86400);
+    r.retry_max_seconds = number(t, "results.", "retry_max_seconds", r.retry_max_seconds, 0.1, 86400);
+    r.give_up_hours = number(t, "results.", "give_up_hours", r.give_up_hours, 0.001, 8760);
+    r.timeout_seconds = integer(t, "results.", "timeout_seconds", r.timeout_seconds, 1, 3600);
   }
 
   void read_peers(Config& cfg) const {

@@ -17,6 +17,20 @@ const std::vector<KeyInfo>& schema() {
       {"study.stable_seconds", "number", "10",
        "Quiet period after a study's last instance before it counts as complete (0.1-86400)."},
       {"pipeline.workers", "integer", "2", "Worker threads that process completed studies (1-64)."},
+      {"engine.model", "string", "\"models/nephra-kidney-v1.json\"",
+       "Model manifest (JSON beside its ONNX file); its sha256 is checked at start."},
+      {"engine.threads", "integer", "0", "CPU threads for inference (0 = all cores)."},
+      {"engine.batch", "integer", "8", "Slices per network batch (1-256)."},
+      {"results.uid_root", "string", "\"2.25\"",
+       "UID root for result instances; UIDs are derived from it, the study and the model, so re-sends never "
+       "duplicate. Put your organisation's root here."},
+      {"results.max_heatmaps", "integer", "20", "Most heatmap Secondary Capture images per study (0-1000)."},
+      {"results.retry_initial_seconds", "number", "5",
+       "First wait before re-sending results to an unreachable archive; doubles each time."},
+      {"results.retry_max_seconds", "number", "600", "Longest wait between two delivery attempts."},
+      {"results.give_up_hours", "number", "72",
+       "After this long without delivery, results go to the dead-letter folder."},
+      {"results.timeout_seconds", "integer", "30", "Network timeout for sending results (1-3600)."},
       {"log.level", "string", "\"info\"", "One of trace, debug, info, warn, error."},
       {"peers[].ae_title", "string", "(required)", "AE title of an archive allowed to send to us."},
       {"peers[].host", "string", "(required)", "Host where results for that archive are sent back."},
@@ -47,6 +61,19 @@ stable_seconds = 10
 
 [pipeline]
 workers = 2
+
+[engine]
+model = "models/nephra-kidney-v1.json"
+threads = 0
+batch = 8
+
+[results]
+uid_root = "2.25"
+max_heatmaps = 20
+retry_initial_seconds = 5
+retry_max_seconds = 600
+give_up_hours = 72
+timeout_seconds = 30
 
 [log]
 level = "info"

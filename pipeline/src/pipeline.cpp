@@ -20,6 +20,7 @@ struct Pipeline::Impl {
   const config::Config& cfg;
   scp::Spool& spool;
   std::vector<std::unique_ptr<StudyStep>> steps;
+  Outbox* outbox;
   PipelineStats stats;
 
   std::mutex mutex;
@@ -31,8 +32,18 @@ struct Pipeline::Impl {
   std::unique_ptr<asio::thread_pool> workers;
   std::atomic<bool> stopping{false};
 
-  Impl(const config::Config& c, scp::Spool& s, std::vector<std::unique_ptr<StudyStep>> st)
-      : cfg(c), spool(s), steps(std::move(st)) {}
+  Impl(const config::Config& c, scp::Spool& s, std::vector<std::unique_ptr<StudyStep>> st, Outbox* o)
+      : cfg(c), spool(s), steps(std::move(st)), outbox(o) {}
+
+  // Results waiting in out/ go to the outbox, which marks the round done once they are acknowledged.
+  void finish(const scp::StudyRound& round) {
+    if (outbox != nullptr && std::filesystem::exists(round.dir / "out")) {
+      spool.write_round_file(round, kProcessedMarker, "processed\n");
+      outbox->submit(round);
+    } else {
+      spool.mark_done(round);
+    }
+  }
 
   [[nodiscard]] Clock::duration quiet_period() const {
     return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.study.stable_seconds));
@@ -49,7 +60,7 @@ struct Pipeline::Impl {
     const auto started = Clock::now();
     try {
       for (const auto& step : steps) step->run(round, spool);
-      spool.mark_done(round);
+      finish(round);
       ++stats.jobs_done;
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
       spdlog::info("JOB_DONE study={} round={} ms={}", round.study_key, round.round, ms);
@@ -103,8 +114,9 @@ struct Pipeline::Impl {
   }
 };
 
-Pipeline::Pipeline(const config::Config& cfg, scp::Spool& spool, std::vector<std::unique_ptr<StudyStep>> steps)
-    : impl_(std::make_unique<Impl>(cfg, spool, std::move(steps))) {}
+Pipeline::Pipeline(const config::Config& cfg, scp::Spool& spool, std::vector<std::unique_ptr<StudyStep>> steps,
+                   Outbox* outbox)
+    : impl_(std::make_unique<Impl>(cfg, spool, std::move(steps), outbox)) {}
 
 Pipeline::~Pipeline() { stop(); }
 
@@ -119,6 +131,11 @@ void Pipeline::start() {
     }
   }
   for (const auto& round : scan.pending) {
+    if (impl_->outbox != nullptr && std::filesystem::exists(round.dir / kProcessedMarker)) {
+      spdlog::info("RESULT_REQUEUED study={} round={}", round.study_key, round.round);
+      impl_->outbox->submit(round);
+      continue;
+    }
     spdlog::info("JOB_REQUEUED study={} round={}", round.study_key, round.round);
     impl_->enqueue(round);
   }

@@ -18,6 +18,11 @@ fs::path shared_dir() {
   return fs::exists(dir / "data") ? fs::canonical(dir) : fs::path();
 }
 
+fs::path model_manifest() {
+  if (const char* env = std::getenv("NEPHRA_MODEL"); env != nullptr && *env != '\0') return env;
+  return source_dir() / "models" / "nephra-kidney-v1.json";
+}
+
 fs::path ct_series_dir() {
   const fs::path shared = shared_dir();
   if (!shared.empty()) return shared / "data" / "dicom" / "tcia-pancreatic-ct-cbct-seg-001";
@@ -32,9 +37,15 @@ TestNode::TestNode(const fs::path& work_dir, NodeOptions options)
   std::ofstream cfg(config_);
   cfg << "[node]\nae_title = \"NEPHRA\"\nbind = \"127.0.0.1\"\nport = " << port_ << "\nspool_dir = \""
       << spool_.string() << "\"\nmax_associations = " << options.max_associations
-      << "\n[study]\nstable_seconds = " << options.stable_seconds << "\n[log]\nlevel = \"debug\"\n";
-  for (const auto& ae : options.peers)
-    cfg << "[[peers]]\nae_title = \"" << ae << "\"\nhost = \"127.0.0.1\"\nport = 1\n";
+      << "\n[study]\nstable_seconds = " << options.stable_seconds << "\n[engine]\nmodel = \""
+      << model_manifest().string()
+      << "\"\nthreads = 2\n[results]\nretry_initial_seconds = " << options.retry_initial_seconds
+      << "\nretry_max_seconds = " << options.retry_max_seconds << "\n[log]\nlevel = \"debug\"\n";
+  for (const auto& ae : options.peers) {
+    const auto port = options.peer_ports.find(ae);
+    cfg << "[[peers]]\nae_title = \"" << ae
+        << "\"\nhost = \"127.0.0.1\"\nport = " << (port == options.peer_ports.end() ? 1 : port->second) << "\n";
+  }
 }
 
 void TestNode::start() {
@@ -63,7 +74,7 @@ std::vector<nlohmann::json> TestNode::manifests() const {
   for (const auto& study : fs::directory_iterator(spool_ / "studies")) {
     if (!fs::exists(study.path() / "rounds")) continue;
     for (const auto& round : fs::directory_iterator(study.path() / "rounds")) {
-      if (fs::exists(round.path() / "done"))
+      if (fs::exists(round.path() / "done") || fs::exists(round.path() / "processed"))
         out.push_back(nlohmann::json::parse(read_file(round.path() / "manifest.json")));
     }
   }

@@ -1,6 +1,7 @@
 #pragma once
 // The real nephrad binary on a free loopback port with a private config and spool.
 #include <filesystem>
+#include <map>
 #include <nlohmann/json.hpp>
 #include <string>
 #include <vector>
@@ -14,12 +15,17 @@ std::filesystem::path shared_dir();
 // The 134-slice TCIA series from ../shared, or the committed 5-slice fixture when ../shared is absent.
 std::filesystem::path ct_series_dir();
 std::filesystem::path source_dir();
+// The shipped model manifest, or $NEPHRA_MODEL.
+std::filesystem::path model_manifest();
 
 struct NodeOptions {
   double stable_seconds = 1.0;
   std::vector<std::string> peers = {"STORESCU", "SENDER_A", "SENDER_B"};
   std::filesystem::path spool_dir;  // default: <work>/spool
   int max_associations = 16;
+  std::map<std::string, int> peer_ports;  // results port per peer AE (default 1: nobody listens)
+  double retry_initial_seconds = 0.5;
+  double retry_max_seconds = 2.0;
 };
 
 class TestNode {

@@ -27,6 +27,19 @@ struct Config {
   struct Pipeline {
     int workers = 2;
   } pipeline;
+  struct Engine {
+    std::filesystem::path model = "models/nephra-kidney-v1.json";
+    int threads = 0;
+    int batch = 8;
+  } engine;
+  struct Results {
+    std::string uid_root = "2.25";
+    int max_heatmaps = 20;
+    double retry_initial_seconds = 5.0;
+    double retry_max_seconds = 600.0;
+    double give_up_hours = 72.0;
+    int timeout_seconds = 30;
+  } results;
   struct Log {
     std::string level = "info";
   } log;

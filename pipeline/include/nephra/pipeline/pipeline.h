@@ -6,6 +6,8 @@
 #include <vector>
 
 #include "nephra/config/config.h"
+#include "nephra/engine/classifier.h"
+#include "nephra/pipeline/outbox.h"
 #include "nephra/scp/spool.h"
 #include "nephra/scp/storage_server.h"
 
@@ -25,12 +27,15 @@ struct PipelineStats {
   std::atomic<unsigned long> studies_completed{0};
   std::atomic<unsigned long> jobs_done{0};
   std::atomic<unsigned long> jobs_failed{0};
+  std::atomic<unsigned long> slices_classified{0};
   std::atomic<long> queue_depth{0};
 };
 
 class Pipeline : public scp::InstanceSink {
  public:
-  Pipeline(const config::Config& cfg, scp::Spool& spool, std::vector<std::unique_ptr<StudyStep>> steps);
+  // With an outbox, a round whose steps left results in out/ is handed to it instead of being marked done.
+  Pipeline(const config::Config& cfg, scp::Spool& spool, std::vector<std::unique_ptr<StudyStep>> steps,
+           Outbox* outbox = nullptr);
   Pipeline(const Pipeline&) = delete;
   Pipeline& operator=(const Pipeline&) = delete;
   ~Pipeline() override;
@@ -47,6 +52,11 @@ class Pipeline : public scp::InstanceSink {
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
+
+// The classify step: runs the engine on every CT slice, writes results.json and the SR and heatmap SC instances
+// into the round's out/ folder (delivered by the Outbox). `classifier` is shared by all workers.
+std::unique_ptr<StudyStep> make_classify_step(const config::Config& cfg, engine::Classifier& classifier,
+                                              std::string software_version);
 
 // The inventory step: writes the round's manifest.json (series, instances, SOP classes, transfer syntaxes).
 std::unique_ptr<StudyStep> make_inventory_step();

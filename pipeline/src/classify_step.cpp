@@ -1,0 +1,124 @@
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+
+#include "nephra/engine/study.h"
+#include "nephra/pipeline/outbox.h"
+#include "nephra/pipeline/pipeline.h"
+#include "nephra/pipeline/results.h"
+
+namespace nephra::pipeline {
+namespace fs = std::filesystem;
+namespace {
+
+constexpr Uint32 kMaxHeaderElement = 4096;
+
+struct Flagged {
+  int slice = 0;  // study slice number
+  int cls = 0;
+  std::string label;
+  double p = 0;
+};
+
+// Slices of present findings, most probable first, at most `cap`.
+std::vector<Flagged> heatmap_slices(const engine::StudyResult& study, const engine::Model& model, int cap) {
+  std::vector<Flagged> out;
+  for (const auto& f : study.findings) {
+    if (!f.present) continue;
+    const int cls = model.class_index(f.label);
+    for (const auto& run : f.runs) {
+      for (int n = run.first; n <= run.last; ++n) {
+        const auto& rec = study.slices[static_cast<size_t>(n - 1)];
+        out.push_back({n, cls, f.label, rec.result.probabilities[static_cast<size_t>(cls)]});
+      }
+    }
+  }
+  std::stable_sort(out.begin(), out.end(), [](const Flagged& a, const Flagged& b) { return a.p > b.p; });
+  if (out.size() > static_cast<size_t>(cap)) out.resize(static_cast<size_t>(cap));
+  return out;
+}
+
+class ClassifyStep : public StudyStep {
+ public:
+  ClassifyStep(const config::Config& cfg, engine::Classifier& clf, std::string version)
+      : cfg_(cfg), clf_(clf), ctx_(make_result_context(clf.model(), cfg.results.uid_root, std::move(version))) {}
+
+  [[nodiscard]] std::string name() const override { return "classify"; }
+
+  void run(const scp::StudyRound& round, scp::Spool& spool) override {
+    const auto started = std::chrono::steady_clock::now();
+    std::vector<fs::path> files;
+    for (const auto& e : fs::directory_iterator(round.dir)) {
+      if (e.path().extension() == ".dcm") files.push_back(e.path());
+    }
+    std::sort(files.begin(), files.end());
+    std::vector<engine::FileError> errors;
+    const auto study = engine::classify_files(files, clf_, errors);
+    for (const auto& e : errors) {
+      spdlog::warn("SLICE_UNREADABLE study={} file={} reason=\"{}\"", round.study_key,
+                   fs::path(e.path).filename().string(), e.reason);
+    }
+    if (study.slices.empty()) throw std::runtime_error("no slice of the study could be classified");
+    spool.write_round_file(round, "results.json", engine::study_json(study, clf_.model()) + "\n");
+    const auto ms = [&] {
+      return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
+    };
+    spdlog::info("STUDY_CLASSIFIED study={} round={} slices={} not_assessed={} unreadable={} findings=\"{}\" ms={}",
+                 round.study_key, round.round, study.slices.size(), study.not_assessed, study.failed,
+                 findings_text(study), ms());
+    write_results(round, study);
+    spdlog::info("RESULTS_WRITTEN study={} round={} ms={}", round.study_key, round.round, ms());
+  }
+
+ private:
+  const config::Config& cfg_;
+  engine::Classifier& clf_;
+  ResultContext ctx_;
+
+  static std::string findings_text(const engine::StudyResult& study) {
+    std::string out;
+    for (const auto& f : study.findings) {
+      if (f.present) out += (out.empty() ? "" : ",") + f.label;
+    }
+    return out.empty() ? "none" : out;
+  }
+
+  // SR + heatmaps into out.partial/, then one rename to out/: a crash leaves either nothing or everything.
+  void write_results(const scp::StudyRound& round, const engine::StudyResult& study) {
+    const fs::path partial = round.dir / "out.partial";
+    fs::remove_all(partial);
+    fs::create_directories(partial);
+    DcmFileFormat header;
+    const auto& first = study.slices.front().source.path;
+    if (header.loadFile(first.c_str(), EXS_Unknown, EGL_noChange, kMaxHeaderElement).bad()) {
+      throw std::runtime_error("cannot re-read the study header");
+    }
+    write_sr(study, *header.getDataset(), ctx_, partial / "sr.dcm");
+    int number = 1;
+    for (const auto& f : heatmap_slices(study, clf_.model(), cfg_.results.max_heatmaps)) {
+      const auto& rec = study.slices[static_cast<size_t>(f.slice - 1)];
+      for (const auto& slice : engine::load_slices(rec.source.path, clf_.model())) {
+        if (slice.source.frame != rec.source.frame) continue;
+        engine::Slice s = slice;
+        s.source = rec.source;
+        write_sc(s, rec.result, f.cls, f.label, number, *header.getDataset(), ctx_,
+                 partial / ("sc-" + std::to_string(1000 + number) + ".dcm"));
+        ++number;
+      }
+    }
+    fs::remove_all(round.dir / "out");  // a crash before "processed": nothing of it was sent yet
+    fs::rename(partial, round.dir / "out");
+  }
+};
+
+}  // namespace
+
+std::unique_ptr<StudyStep> make_classify_step(const config::Config& cfg, engine::Classifier& classifier,
+                                              std::string software_version) {
+  return std::make_unique<ClassifyStep>(cfg, classifier, std::move(software_version));
+}
+
+}  // namespace nephra::pipeline

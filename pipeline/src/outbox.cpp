@@ -1,0 +1,208 @@
+#include "nephra/pipeline/outbox.h"
+
+#include <spdlog/spdlog.h>
+
+#include <algorithm>
+#include <chrono>
+#include <cmath>
+#include <condition_variable>
+#include <fstream>
+#include <map>
+#include <mutex>
+#include <nlohmann/json.hpp>
+#include <thread>
+
+#include <unistd.h>
+
+#include "nephra/scp/store_scu.h"
+
+namespace nephra::pipeline {
+namespace fs = std::filesystem;
+using Clock = std::chrono::system_clock;
+
+namespace {
+
+struct Delivery {
+  scp::StudyRound round;
+  int attempts = 0;
+  double first_attempt = 0;  // seconds since epoch; 0 = never tried
+  Clock::time_point next;
+};
+
+double now_seconds() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
+
+std::vector<fs::path> pending_files(const fs::path& out) {
+  std::vector<fs::path> files;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(out, ec)) {
+    if (e.path().extension() == ".dcm") files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+void fsync_dir(const fs::path& dir) {
+  // A rename is durable once its directory is flushed; std::ofstream cannot, so reopen read-only via C stdio.
+  if (FILE* f = std::fopen(dir.c_str(), "r")) {
+    ::fsync(fileno(f));
+    std::fclose(f);
+  }
+}
+
+}  // namespace
+
+struct Outbox::Impl {
+  const config::Config& cfg;
+  scp::Spool& spool;
+  DeliveryStats stats;
+  std::mutex mutex;
+  std::condition_variable wake;
+  std::map<std::string, Delivery> queue;  // by "<key>/<round>"
+  bool stopping = false;
+  std::thread thread;
+
+  Impl(const config::Config& c, scp::Spool& s) : cfg(c), spool(s) {}
+
+  void load_state(Delivery& d) const {
+    std::ifstream in(d.round.dir / "delivery.json");
+    if (!in) return;
+    const auto j = nlohmann::json::parse(in, nullptr, false);
+    if (j.is_discarded()) return;
+    d.attempts = j.value("attempts", 0);
+    d.first_attempt = j.value("first_attempt", 0.0);
+  }
+
+  void save_state(const Delivery& d, const std::string& error) {
+    const nlohmann::json j = {{"attempts", d.attempts}, {"first_attempt", d.first_attempt}, {"last_error", error}};
+    spool.write_round_file(d.round, "delivery.json", j.dump() + "\n");
+  }
+
+  [[nodiscard]] double backoff(int attempts) const {
+    const double wait = cfg.results.retry_initial_seconds * std::pow(2.0, std::min(attempts - 1, 30));
+    return std::min(wait, cfg.results.retry_max_seconds);
+  }
+
+  void dead_letter(Delivery& d, const std::string& reason) {
+    const fs::path dest = spool.root() / "dead-letter" / (d.round.study_key + "-" + std::to_string(d.round.round));
+    fs::create_directories(dest.parent_path());
+    std::error_code ec;
+    fs::rename(d.round.dir / "out", dest, ec);
+    if (ec) fs::create_directories(dest);
+    std::ofstream(dest / "reason.txt") << reason << "\ncalling_ae=" << d.round.calling_ae << "\n";
+    fsync_dir(dest.parent_path());
+    spool.write_round_file(d.round, "dead-letter", reason + "\n");
+    spool.mark_done(d.round);
+    ++stats.dead_lettered;
+    spdlog::error("RESULT_DEAD_LETTER study={} round={} peer={} reason=\"{}\"", d.round.study_key, d.round.round,
+                  d.round.calling_ae, reason);
+  }
+
+  // One attempt; returns true when the delivery is finished (delivered or dead-lettered).
+  bool attempt(Delivery& d) {
+    const config::Peer* peer = cfg.find_peer(d.round.calling_ae);
+    if (peer == nullptr) {
+      dead_letter(d, "no [[peers]] entry for " + d.round.calling_ae);
+      return true;
+    }
+    if (d.first_attempt == 0) d.first_attempt = now_seconds();
+    ++d.attempts;
+    const fs::path sent = d.round.dir / "sent";
+    fs::create_directories(sent);
+    const scp::StoreTarget target{cfg.node.ae_title, peer->ae_title, peer->host, peer->port,
+                                  cfg.results.timeout_seconds};
+    const auto result = scp::send_files(target, pending_files(d.round.dir / "out"), [&](const fs::path& f) {
+      fs::rename(f, sent / f.filename());
+      fsync_dir(f.parent_path());
+      ++stats.instances_sent;
+    });
+    fsync_dir(sent);
+    if (result.outcome == scp::SendOutcome::kDelivered) {
+      spool.mark_done(d.round);
+      ++stats.rounds_delivered;
+      spdlog::info("RESULT_DELIVERED study={} round={} peer={} attempts={}", d.round.study_key, d.round.round,
+                   peer->ae_title, d.attempts);
+      return true;
+    }
+    if (result.outcome == scp::SendOutcome::kPermanent) {
+      dead_letter(d, result.reason);
+      return true;
+    }
+    if (now_seconds() - d.first_attempt > cfg.results.give_up_hours * 3600.0) {
+      dead_letter(d, "gave up after " + std::to_string(d.attempts) + " attempts: " + result.reason);
+      return true;
+    }
+    save_state(d, result.reason);
+    const double wait = backoff(d.attempts);
+    d.next = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wait));
+    ++stats.retries;
+    spdlog::warn("RESULT_RETRY study={} round={} peer={} attempt={} wait_s={:.1f} reason=\"{}\"", d.round.study_key,
+                 d.round.round, peer->ae_title, d.attempts, wait, result.reason);
+    return false;
+  }
+
+  void run() {
+    std::unique_lock lock(mutex);
+    while (!stopping) {
+      auto due = std::min_element(queue.begin(), queue.end(),
+                                  [](const auto& a, const auto& b) { return a.second.next < b.second.next; });
+      if (due == queue.end()) {
+        wake.wait(lock);
+        continue;
+      }
+      if (due->second.next > Clock::now()) {
+        wake.wait_until(lock, due->second.next);
+        continue;
+      }
+      Delivery d = due->second;
+      lock.unlock();
+      bool finished = true;
+      try {
+        finished = attempt(d);
+      } catch (const std::exception& err) {
+        spdlog::error("RESULT_DELIVERY_ERROR study={} round={} reason=\"{}\"", d.round.study_key, d.round.round,
+                      err.what());
+        d.next = Clock::now() + std::chrono::seconds(static_cast<long>(cfg.results.retry_max_seconds));
+        finished = false;
+      }
+      lock.lock();
+      const std::string id = d.round.study_key + "/" + std::to_string(d.round.round);
+      if (finished) {
+        queue.erase(id);
+        --stats.pending;
+      } else {
+        queue[id] = d;
+      }
+    }
+  }
+};
+
+Outbox::Outbox(const config::Config& cfg, scp::Spool& spool) : impl_(std::make_unique<Impl>(cfg, spool)) {}
+Outbox::~Outbox() { stop(); }
+
+void Outbox::start() {
+  impl_->thread = std::thread([this] { impl_->run(); });
+}
+
+void Outbox::stop() {
+  {
+    const std::lock_guard guard(impl_->mutex);
+    impl_->stopping = true;
+  }
+  impl_->wake.notify_all();
+  if (impl_->thread.joinable()) impl_->thread.join();
+}
+
+void Outbox::submit(const scp::StudyRound& round) {
+  Delivery d{round, 0, 0, Clock::now()};
+  impl_->load_state(d);
+  {
+    const std::lock_guard guard(impl_->mutex);
+    const std::string id = round.study_key + "/" + std::to_string(round.round);
+    if (impl_->queue.emplace(id, d).second) ++impl_->stats.pending;
+  }
+  impl_->wake.notify_all();
+}
+
+const DeliveryStats& Outbox::stats() const { return impl_->stats; }
+
+}  // namespace nephra::pipeline

@@ -1,0 +1,33 @@
+#pragma once
+// C-STORE SCU: sends result instances back to an archive, and says whether a failure is worth retrying.
+#include <filesystem>
+#include <functional>
+#include <string>
+#include <vector>
+
+namespace nephra::scp {
+
+struct StoreTarget {
+  std::string calling_ae;  // ours
+  std::string called_ae;   // the archive's
+  std::string host;
+  int port = 0;
+  int timeout_seconds = 30;
+};
+
+enum class SendOutcome {
+  kDelivered,  // every file acknowledged (success or warning status)
+  kTransient,  // unreachable, timed out, out of resources: try again later
+  kPermanent,  // refused for good (AE not recognised, SOP class not supported, data set refused)
+};
+
+struct SendResult {
+  SendOutcome outcome = SendOutcome::kDelivered;
+  std::string reason;  // empty when delivered
+};
+
+// One association for all files; `on_ack` runs after each acknowledged file, before the next one is sent.
+SendResult send_files(const StoreTarget& target, const std::vector<std::filesystem::path>& files,
+                      const std::function<void(const std::filesystem::path&)>& on_ack);
+
+}  // namespace nephra::scp

@@ -1,0 +1,216 @@
+// The product round trip against a real Orthanc: PACS → node → SR + heatmap SC back in the same study.
+#include <gtest/gtest.h>
+
+#include <algorithm>
+#include <csignal>
+#include <regex>
+
+#include "node.h"
+#include "orthanc.h"
+#include "process.h"
+
+namespace fs = std::filesystem;
+using nephra::test::TestNode;
+using nephra::test::TestOrthanc;
+
+namespace {
+
+std::vector<fs::path> series_files() {
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(nephra::test::ct_series_dir())) {
+    if (e.path().extension() == ".dcm") files.push_back(e.path());
+  }
+  std::sort(files.begin(), files.end());
+  return files;
+}
+
+std::vector<std::string> as_strings(const std::vector<fs::path>& paths) {
+  std::vector<std::string> out;
+  for (const auto& p : paths) out.push_back(p.string());
+  return out;
+}
+
+nephra::test::NodeOptions node_options(int orthanc_port) {
+  nephra::test::NodeOptions o;
+  o.stable_seconds = 2.0;
+  o.peers = {"ORTHANC"};
+  o.peer_ports = {{"ORTHANC", orthanc_port}};
+  return o;
+}
+
+struct Counts {
+  size_t sr_series = 0;
+  size_t sc_series = 0;
+  size_t sr_instances = 0;
+  size_t sc_instances = 0;
+  std::string sr_instance;
+};
+
+Counts results_in(const TestOrthanc& pacs, const std::string& study) {
+  Counts c;
+  for (const auto& s : pacs.series_of(study)) {
+    if (s.modality == "SR") {
+      ++c.sr_series;
+      c.sr_instances += s.instances.size();
+      if (!s.instances.empty()) c.sr_instance = s.instances.front();
+    } else if (s.modality == "OT") {
+      ++c.sc_series;
+      c.sc_instances += s.instances.size();
+    }
+  }
+  return c;
+}
+
+// The node's own study result (results.json of its latest round).
+nlohmann::json node_result(const TestNode& node) {
+  nlohmann::json latest;
+  for (const auto& e : fs::recursive_directory_iterator(node.spool() / "studies")) {
+    if (e.path().filename() == "results.json") latest = nlohmann::json::parse(nephra::test::read_file(e.path()));
+  }
+  return latest;
+}
+
+std::string ascii_dashes(std::string s) { return std::regex_replace(s, std::regex("\xE2\x80\x93"), "-"); }
+
+bool wait_for_results(const TestOrthanc& pacs, const std::string& study, size_t sc_expected_min = 0) {
+  return nephra::test::wait_until(
+      [&] {
+        const Counts c = results_in(pacs, study);
+        return c.sr_instances >= 1 && c.sc_instances >= sc_expected_min;
+      },
+      std::chrono::seconds(180));
+}
+
+void expect_one_sr_and_sc(const TestOrthanc& pacs, const std::string& study, const TestNode& node,
+                          const fs::path& work) {
+  const Counts c = results_in(pacs, study);
+  const auto result = node_result(node);
+  size_t flagged_runs = 0;
+  for (const auto& f : result["findings"]) flagged_runs += f["present"].get<bool>() ? 1U : 0U;
+  EXPECT_EQ(c.sr_series, 1U);
+  EXPECT_EQ(c.sr_instances, 1U);
+  EXPECT_EQ(c.sc_series, flagged_runs > 0 ? 1U : 0U);
+  // the SR states the engine's study result
+  const fs::path sr = pacs.download(c.sr_instance, "sr.dcm");
+  EXPECT_EQ(nephra::test::run({"dsrdump", "+Pl", sr.string()}, work / "dsrdump.txt"), 0);
+  const std::string dump = ascii_dashes(nephra::test::read_file(work / "dsrdump.txt"));
+  EXPECT_NE(dump.find(ascii_dashes(result["summary"].get<std::string>())), std::string::npos) << dump;
+  if (flagged_runs > 0) {
+    EXPECT_NE(dump.find("Measurement Group"), std::string::npos);
+  }
+  EXPECT_EQ(dump.find("\nE:"), std::string::npos);
+  EXPECT_EQ(nephra::test::run({"dciodvfy", sr.string()}, work / "dciodvfy.txt"), 0)
+      << nephra::test::read_file(work / "dciodvfy.txt");
+}
+
+TEST(RoundTrip, OrthancSendsTheStudyAndGetsOneSrAndOneScSeriesBackEvenWhenSentTwice) {
+  nephra::test::TempDir tmp;
+  const int pacs_port = nephra::test::free_port();
+  TestNode node(tmp.path(), node_options(pacs_port));
+  TestOrthanc pacs(tmp.path(), node.port(), pacs_port);
+  pacs.start();
+  node.start();
+  pacs.upload(series_files());
+  const auto studies = pacs.get("/studies");
+  ASSERT_EQ(studies.size(), 1U);
+  const std::string study = studies[0];
+  pacs.post("/modalities/nephra/store", nlohmann::json({{"Resources", {study}}, {"Synchronous", true}}).dump());
+  ASSERT_TRUE(wait_for_results(pacs, study)) << node.log();
+  ASSERT_TRUE(nephra::test::wait_until([&] { return node.log().find("RESULT_DELIVERED") != std::string::npos; },
+                                       std::chrono::seconds(30)));
+  expect_one_sr_and_sc(pacs, study, node, tmp.path());
+  const Counts first = results_in(pacs, study);
+
+  // the archive routes the CT again: the same UIDs come back, nothing is duplicated
+  std::string ct_series;
+  for (const auto& s : pacs.series_of(study)) {
+    if (s.modality == "CT") ct_series = s.id;
+  }
+  pacs.post("/modalities/nephra/store", nlohmann::json({{"Resources", {ct_series}}, {"Synchronous", true}}).dump());
+  ASSERT_TRUE(nephra::test::wait_until(
+      [&] {
+        const std::string log = node.log();
+        size_t n = 0;
+        for (size_t at = log.find("RESULT_DELIVERED"); at != std::string::npos;
+             at = log.find("RESULT_DELIVERED", at + 1))
+          ++n;
+        return n >= 2;
+      },
+      std::chrono::seconds(180)))
+      << node.log();
+  const Counts second = results_in(pacs, study);
+  EXPECT_EQ(second.sr_series, 1U);
+  EXPECT_EQ(second.sr_instances, 1U);
+  EXPECT_EQ(second.sc_instances, first.sc_instances);
+  node.stop();
+  pacs.stop();
+}
+
+TEST(RoundTrip, ResultsWaitForAnArchiveThatIsDownAndArriveOnceItIsBack) {
+  nephra::test::TempDir tmp;
+  TestOrthanc pacs(tmp.path(), 1);
+  TestNode node(tmp.path(), node_options(pacs.dicom_port()));
+  node.start();
+  ASSERT_EQ(node.storescu("ORTHANC", as_strings(series_files())), 0);
+  ASSERT_TRUE(nephra::test::wait_until([&] { return node.log().find("RESULT_RETRY") != std::string::npos; },
+                                       std::chrono::seconds(180)))
+      << node.log();
+  pacs.start();
+  // the archive never held the CT here: results arrive as a study of their own
+  ASSERT_TRUE(nephra::test::wait_until([&] { return node.log().find("RESULT_DELIVERED") != std::string::npos; },
+                                       std::chrono::seconds(60)))
+      << node.log();
+  const auto studies = pacs.get("/studies");
+  ASSERT_EQ(studies.size(), 1U);
+  expect_one_sr_and_sc(pacs, studies[0], node, tmp.path());
+  node.stop();
+  pacs.stop();
+}
+
+TEST(RoundTrip, ANodeKilledAfterReceivingStillDeliversExactlyOnce) {
+  nephra::test::TempDir tmp;
+  TestOrthanc pacs(tmp.path(), 1);
+  pacs.start();
+  auto opts = node_options(pacs.dicom_port());
+  opts.stable_seconds = 3.0;
+  TestNode node(tmp.path(), opts);
+  node.start();
+  const auto files = series_files();
+  ASSERT_EQ(node.storescu("ORTHANC", as_strings(files)), 0);
+  node.kill9();  // every instance acknowledged, the study not yet complete
+  node.start();
+  ASSERT_TRUE(nephra::test::wait_until([&] { return node.log().find("RESULT_DELIVERED") != std::string::npos; },
+                                       std::chrono::seconds(180)))
+      << node.log();
+  const auto studies = pacs.get("/studies");
+  ASSERT_EQ(studies.size(), 1U);
+  expect_one_sr_and_sc(pacs, studies[0], node, tmp.path());
+  EXPECT_EQ(node_result(node)["assessed"].get<int>() + node_result(node)["not_assessed"].get<int>(),
+            static_cast<int>(files.size()));
+  node.stop();
+  pacs.stop();
+}
+
+TEST(RoundTrip, AnArchiveThatRefusesForGoodSendsResultsToTheDeadLetterFolder) {
+  nephra::test::TempDir tmp;
+  const int refusing_port = nephra::test::free_port();
+  nephra::test::Process refusing({"storescp", "--refuse", std::to_string(refusing_port)}, tmp.path() / "storescp.log");
+  TestNode node(tmp.path(), node_options(refusing_port));
+  node.start();
+  ASSERT_EQ(node.storescu("ORTHANC", as_strings(series_files())), 0);
+  ASSERT_TRUE(nephra::test::wait_until([&] { return node.log().find("RESULT_DEAD_LETTER") != std::string::npos; },
+                                       std::chrono::seconds(180)))
+      << node.log();
+  EXPECT_TRUE(fs::exists(node.spool() / "dead-letter"));
+  size_t kept = 0;
+  for (const auto& e : fs::recursive_directory_iterator(node.spool() / "dead-letter")) {
+    kept += e.path().extension() == ".dcm" ? 1U : 0U;
+  }
+  EXPECT_GE(kept, 1U);                                            // at least the SR is kept for an operator to resend
+  EXPECT_EQ(node.log().find("RESULT_RETRY"), std::string::npos);  // a permanent refusal is not retried
+  node.stop();
+  refusing.signal(SIGTERM);
+  refusing.wait();
+}
+
+}  // namespace
