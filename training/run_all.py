@@ -18,6 +18,7 @@ import torch
 from data import load_split, sha256_file
 from export_onnx import compare, export
 from paths import CLASSES, DATASET, REPO, SPLITS, tune_malloc
+from preprocess import BODY_MARGIN, BODY_THRESHOLD_HU
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -51,7 +52,12 @@ def manifest(out, onnx_path, checkpoint, results, parity):
             "dicom": {"window_center": results["dicom_window"]["center"] if "dicom_window" in results else None,
                       "window_width": results["dicom_window"]["width"] if "dicom_window" in results else None,
                       "formula": "HU = stored*RescaleSlope + RescaleIntercept; u8 = clamp((HU - (center - width/2)) / "
-                                 "width * 255, 0, 255), truncated to integer",
+                                 "width * 255, 0, 255) in float32, truncated to integer; then body crop, resize, "
+                                 "CLAHE (training/preprocess.py)",
+                      "body_crop": {"threshold_hu": BODY_THRESHOLD_HU, "margin": BODY_MARGIN,
+                                    "rule": "largest 8-connected region with HU > threshold_hu; its bounding box "
+                                            "centre, side max(w, h) * (1 + 2 * margin) rounded half up; "
+                                            "outside the image is 0"},
                       "resize": "lanczos4", "clahe": {"clip_limit": 4.0, "tile_grid": 8},
                       "how_chosen": "training/dicom_window.py: grid search of center/width minimising the 1-D "
                                     "Wasserstein distance between gray histograms of the real TCIA series' kidney "
@@ -70,6 +76,9 @@ def manifest(out, onnx_path, checkpoint, results, parity):
                 "score": "min over classes of squared Mahalanobis distance in PCA space; score > threshold → not assessed"},
         "decision_thresholds": {k: round(v, 4) for k, v in results["decision_thresholds"].items()},
         "decision_rule": results["decision_rule"],
+        "study_rule": {"min_run_slices": 2,
+                       "rule": "a finding is present in a study when at least min_run_slices adjacent slices "
+                               "(ordered along the patient axis) are flagged; not-assessed slices are never flagged"},
         "dataset": {"name": "CT KIDNEY (Islam et al. 2022), CLAHE 224 copy",
                     "manifest_sha256": sha256_file(DATASET / "MANIFEST.csv"),
                     "split_sha256": {k: v["sha256"] for k, v in summary["splits"].items()},

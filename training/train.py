@@ -8,6 +8,7 @@ macro-F1. Resumable: re-running the same command continues from <out>/last.pt.
     /usr/bin/python3 training/train.py --out training/runs/cv0 --fold 0      # grouped CV: train on folds != 0
 """
 import argparse
+import copy
 import csv
 import json
 import math
@@ -91,6 +92,16 @@ def batches(x, y, bs, res, rng, aug=True):
         yield to_input(imgs), torch.from_numpy(y[idx])
 
 
+@torch.no_grad()
+def update_ema(ema, net, decay):
+    """decay 0 copies the weights (stage 1, and the EMA switched off)."""
+    for e, p in zip(ema.state_dict().values(), net.state_dict().values()):
+        if e.dtype.is_floating_point and decay > 0:
+            e.mul_(decay).add_(p, alpha=1 - decay)
+        else:
+            e.copy_(p)
+
+
 def main():
     tune_malloc()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -110,6 +121,10 @@ def main():
     p.add_argument("--tiny", type=int, default=0, help="use only this many images per split (tests)")
     p.add_argument("--max-steps", type=int, default=0, help="cap steps per epoch (tests)")
     p.add_argument("--max-minutes", type=float, default=0, help="stop cleanly after the epoch that passes this")
+    p.add_argument("--ema", type=float, default=0.0,
+                   help="exponential moving average of the weights in stage 2 (decay per step; 0 = off); the "
+                        "averaged weights are the ones validated and saved")
+    p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a) in stage 2 (0 = off)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -142,6 +157,9 @@ def main():
         opt2.load_state_dict(ck["opt2"])
         state = ck["state"]
         print(f"resumed after epoch {state['epoch']}", flush=True)
+    ema = copy.deepcopy(net)
+    if (out / "last.pt").exists() and "ema" in ck:
+        ema.load_state_dict(ck["ema"])
     json.dump({**vars(args), "class_counts": counts.tolist(), "class_weights": class_w.tolist(),
                "plan": plan, "steps_per_epoch": steps_per_epoch}, open(out / "config.json", "w"), indent=2)
 
@@ -168,13 +186,22 @@ def main():
                 mult = min(1.0, (state["full_step"] + 1) / warm) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
                 for g, b in zip(opt2.param_groups, base):
                     g["lr"] = b * mult
+                lam = 1.0
+                if args.mixup > 0:
+                    lam = float(rng.beta(args.mixup, args.mixup))
+                    perm = torch.from_numpy(rng.permutation(len(yb)))
+                    xb = lam * xb + (1 - lam) * xb[perm]
                 logits, _ = forward_all(net, xb)
                 opt = opt2
                 state["full_step"] += 1
             loss = F.cross_entropy(logits, yb, weight=class_w, label_smoothing=args.label_smoothing)
+            if stage == "full" and args.mixup > 0:
+                loss = lam * loss + (1 - lam) * F.cross_entropy(logits, yb[perm], weight=class_w,
+                                                                label_smoothing=args.label_smoothing)
             opt.zero_grad()
             loss.backward()
             opt.step()
+            update_ema(ema, net, args.ema if stage == "full" and args.ema > 0 else 0.0)
             seen += len(yb)
             loss_sum += loss.item() * len(yb)
             if step % 50 == 0:
@@ -184,11 +211,11 @@ def main():
                "train_seconds": time.time() - t0}
         last = ep == len(plan) - 1
         if args.validate == "every" or last:
-            metrics, _ = evaluate(net, xva, yva)
+            metrics, _ = evaluate(ema, xva, yva)
             rec.update({f"val_{k}": v for k, v in metrics.items()})
             if metrics["macro_f1"] > state["best_f1"]:
                 state["best_f1"], state["bad_epochs"] = metrics["macro_f1"], 0
-                torch.save(net.state_dict(), out / "best.pt")
+                torch.save(ema.state_dict(), out / "best.pt")
                 rec["best"] = True
             elif stage == "full":
                 state["bad_epochs"] += 1
@@ -197,7 +224,7 @@ def main():
         rec["elapsed"] = state["seconds"]
         state["history"].append(rec)
         print(json.dumps(rec), flush=True)
-        torch.save({"net": net.state_dict(), "opt1": opt1.state_dict(), "opt2": opt2.state_dict(), "state": state},
+        torch.save({"net": net.state_dict(), "ema": ema.state_dict(), "opt1": opt1.state_dict(), "opt2": opt2.state_dict(), "state": state},
                    out / "last.tmp")
         (out / "last.tmp").replace(out / "last.pt")
         json.dump(state["history"], open(out / "history.json", "w"), indent=1)
@@ -207,9 +234,9 @@ def main():
         if args.max_minutes and state["seconds"] > args.max_minutes * 60:
             print("time cap reached", flush=True)
             break
-    torch.save(net.state_dict(), out / "final.pt")
+    torch.save(ema.state_dict(), out / "final.pt")
     if not (out / "best.pt").exists():
-        torch.save(net.state_dict(), out / "best.pt")
+        torch.save(ema.state_dict(), out / "best.pt")
     print(f"done in {state['seconds']:.0f} s; best val macro-F1 {state['best_f1']:.4f}", flush=True)
 
 
