@@ -44,7 +44,9 @@ def ece(probs, y, bins=15):
 class MahalanobisPCA:
     """PCA (K comps) of the pooled 1280-d features, class means and a shared, shrunk within-class covariance.
 
-    score(x) = min over classes of the squared Mahalanobis distance in PCA space; higher = less like the training data.
+    score(x) = min_c d²_c / K + |r|² / s, where d²_c is the squared Mahalanobis distance to class c in PCA space and
+    r the part of the features outside the PCA space (s: its median |r|² on train). The residual term is what
+    catches flat images, noise, photos and most non-kidney anatomy (measured: training/results/README.md).
     """
 
     def fit(self, feats, y, k=64, shrink=0.05):
@@ -58,7 +60,13 @@ class MahalanobisPCA:
         cov = resid.T @ resid / len(z)
         cov = (1 - shrink) * cov + shrink * np.trace(cov) / k * np.eye(k)
         self.precision = np.linalg.inv(cov)
+        self.residual_scale = float(np.median(self.residual(feats)))
         return self
+
+    def residual(self, feats):
+        f = np.asarray(feats, np.float64)
+        back = self.project(f) @ self.components + self.mean
+        return ((f - back) ** 2).sum(1)
 
     def project(self, feats):
         return (np.asarray(feats, np.float64) - self.mean) @ self.components.T
@@ -66,7 +74,8 @@ class MahalanobisPCA:
     def score(self, feats):
         z = self.project(feats)
         d = z[:, None, :] - self.class_means[None]
-        return np.einsum("nck,kl,ncl->nc", d, self.precision, d).min(1)
+        k = len(self.components)
+        return np.einsum("nck,kl,ncl->nc", d, self.precision, d).min(1) / k + self.residual(feats) / self.residual_scale
 
 
 def decision_thresholds(probs, y, classes, target_recall=0.95, cap=0.5):

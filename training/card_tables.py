@@ -41,11 +41,11 @@ def main():
     o = r["ood"]
     print(f"\nOOD: PCA K={o['k']}, threshold {o['threshold']:.2f} = {o['percentile']}th percentile of validation scores\n")
     print("| set | n | flagged as not assessable |\n|---|---:|---:|")
-    print(f"| grouped validation kidney slices | {v['n']} | {f(o['val_flagged'])} |")
+    print(f"| grouped validation kidney slices | {r['val']['n']} | {f(o['val_flagged'])} |")
     print(f"| grouped test kidney slices | {t['n']} | {f(o['test_flagged'])} |")
     for key in ("chest_1_35", "upper_abdomen_36_49", "kidney_55_90", "lower_abdomen_pelvis_100_134"):
         if f"dicom_{key}_n" in o:
-            print(f"| TCIA DICOM instances {key.split('_', 1)[0] if False else key} | {o[f'dicom_{key}_n']} | {f(o[f'dicom_{key}_flagged'])} |")
+            print(f"| TCIA DICOM instances {key} | {o[f'dicom_{key}_n']} | {f(o[f'dicom_{key}_flagged'])} |")
     for key in ("natural", "synthetic"):
         print(f"| {key} images | {o[f'{key}_n']} | {f(o[f'{key}_flagged'])} |")
     print(f"\nby test class: {json.dumps({k: round(x, 3) for k, x in o['test_flagged_by_class'].items()})}")

@@ -257,7 +257,7 @@ def main():
     res["ood_score_quantiles"] = {"val": np.percentile(sva, [50, 90, 95, 97, 99]).round(2).tolist(),
                                   "test": np.percentile(ste, [50, 90, 95, 97, 99]).round(2).tolist()}
     np.savez(run / "ood_model.npz", mean=ood.mean, components=ood.components, class_means=ood.class_means,
-             precision=ood.precision, threshold=thr_ood)
+             precision=ood.precision, threshold=thr_ood, residual_scale=ood.residual_scale)
     hist_path = run / "history.json"
     if hist_path.exists():
         plots(run, json.load(open(hist_path)), res["test"]["confusion_matrix"], Path(args.figures or run))

@@ -71,9 +71,11 @@ def manifest(out, onnx_path, checkpoint, results, parity):
         "ood": {"method": "mahalanobis-pca", "feature": "global average pool of features",
                 "pca_mean": r2(ood["mean"]), "pca_components": [r2(c) for c in ood["components"]],
                 "class_means": [r2(c) for c in ood["class_means"]], "precision": [r2(c) for c in ood["precision"]],
-                "threshold": round(float(ood["threshold"]), 4),
+                "threshold": round(float(ood["threshold"]), 6),
+                "residual_scale": float(ood["residual_scale"]),
                 "threshold_rule": f"{results['ood']['percentile']}th percentile of grouped-validation kidney-slice scores",
-                "score": "min over classes of squared Mahalanobis distance in PCA space; score > threshold → not assessed"},
+                "score": "z = (f - pca_mean) C^T; min_c (z - mu_c)^T P (z - mu_c) / K + |f - pca_mean - z C|^2 / "
+                         "residual_scale, f = pooled features; score > threshold -> not assessed"},
         "decision_thresholds": {k: round(v, 4) for k, v in results["decision_thresholds"].items()},
         "decision_rule": results["decision_rule"],
         "study_rule": {"min_run_slices": 2,

@@ -20,14 +20,18 @@ std::vector<double> calibrated(const float* logits, size_t n, double temperature
   return p;
 }
 
+// Mahalanobis distance in PCA space, plus the energy outside the PCA space (see training/calibrate_ood.py).
 double ood_score(const OodModel& ood, const Eigen::RowVectorXd& pooled) {
-  const Eigen::RowVectorXd z = (pooled - ood.pca_mean) * ood.components.transpose();
+  const Eigen::RowVectorXd centred = pooled - ood.pca_mean;
+  const Eigen::RowVectorXd z = centred * ood.components.transpose();
   double best = INFINITY;
   for (Eigen::Index c = 0; c < ood.class_means.rows(); ++c) {
     const Eigen::RowVectorXd d = z - ood.class_means.row(c);
     best = std::min(best, (d * ood.precision * d.transpose())(0, 0));
   }
-  return best;
+  if (ood.residual_scale <= 0) return best;
+  const double residual = (centred - z * ood.components).squaredNorm();
+  return best / static_cast<double>(ood.components.rows()) + residual / ood.residual_scale;
 }
 
 }  // namespace

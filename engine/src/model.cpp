@@ -55,6 +55,7 @@ OodModel ood_of(const json& o, Eigen::Index channels) {
   ood.class_means = matrix_of<Eigen::MatrixXd>(o.at("class_means"), "ood.class_means");
   ood.precision = matrix_of<Eigen::MatrixXd>(o.at("precision"), "ood.precision");
   ood.threshold = o.at("threshold").get<double>();
+  ood.residual_scale = o.value("residual_scale", 0.0);
   const auto k = ood.components.rows();
   if (ood.pca_mean.size() != channels || ood.components.cols() != channels || ood.class_means.cols() != k ||
       ood.precision.rows() != k || ood.precision.cols() != k) {

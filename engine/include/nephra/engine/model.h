@@ -33,6 +33,7 @@ struct OodModel {
   Eigen::MatrixXd components;   // K x C
   Eigen::MatrixXd class_means;  // classes x K
   Eigen::MatrixXd precision;    // K x K
+  double residual_scale = 0.0;  // 0: score without the residual term (older manifests)
   double threshold = 0.0;       // score above → "not assessed"
 };
 

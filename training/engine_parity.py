@@ -1,0 +1,89 @@
+#!/usr/bin/python3
+"""The C++ engine (`nephra classify`) against the Python model on the whole committed grouped test split and on the
+real TCIA series: class agreement and largest probability difference. Writes training/results/engine_parity.json.
+    /usr/bin/python3 training/engine_parity.py --nephra build/release/app/nephra [--check]
+Skips (exit 0 with a message) where ../shared is absent.
+"""
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from data import load_split, read_list  # noqa: E402
+from export_onnx import load_deployed  # noqa: E402
+from model import to_input  # noqa: E402
+from paths import DATASET, REPO, SHARED, dataset_present, tune_malloc  # noqa: E402
+from preprocess import dicom_slice_to_u8, hu_of  # noqa: E402
+
+MODELS = REPO / "models"
+SERIES = SHARED / "data" / "dicom" / "tcia-pancreatic-ct-cbct-seg-001"
+
+
+@torch.no_grad()
+def python_probs(model, u8, temperature, bs=32):
+    out = []
+    for i in range(0, len(u8), bs):
+        logits, _ = model(to_input(u8[i:i + bs]))
+        z = logits.numpy().astype(np.float64) / temperature
+        e = np.exp(z - z.max(1, keepdims=True))
+        out.append(e / e.sum(1, keepdims=True))
+    return np.concatenate(out)
+
+
+def cpp_probs(nephra, files, classes):
+    t0 = time.time()
+    res = subprocess.run([nephra, "classify", "--model", str(MODELS / "nephra-kidney-v1.json"), "--batch", "16"]
+                         + [str(f) for f in files], capture_output=True, text=True, cwd=REPO)
+    rows = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
+    assert len(rows) == len(files), (len(rows), len(files), res.stderr[-2000:])
+    return np.array([[r["probabilities"][c] for c in classes] for r in rows]), time.time() - t0
+
+
+def compare(name, p_py, p_cpp):
+    agree = float((p_py.argmax(1) == p_cpp.argmax(1)).mean())
+    diff = float(np.abs(p_py - p_cpp).max())
+    print(f"{name}: n={len(p_py)} class agreement {agree:.4%}, max |p diff| {diff:.2e}", flush=True)
+    return {"n": len(p_py), "class_agreement": agree, "max_probability_diff": diff}
+
+
+def main():
+    tune_malloc()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--nephra", required=True)
+    p.add_argument("--check", action="store_true", help="exit 1 unless agreement >= 99.9 % and diff <= 1e-3")
+    args = p.parse_args()
+    if not dataset_present():
+        print(f"SKIP: {DATASET} is absent")
+        return 0
+    torch.set_num_threads(2)
+    man = json.loads((MODELS / "nephra-kidney-v1.json").read_text())
+    model = load_deployed(MODELS / "nephra-kidney-v1.pt")
+    rel, x, _ = load_split("test")
+    res = {}
+    p_cpp, secs = cpp_probs(args.nephra, [DATASET / r for r in rel], man["classes"])
+    res["test_split"] = compare("grouped test split", python_probs(model, x, man["temperature"]), p_cpp)
+    res["test_split"]["cpp_seconds"] = round(secs, 1)
+    if SERIES.exists():
+        files = sorted(SERIES.glob("*.dcm"))
+        pre = man["preprocessing"]["dicom"]
+        u8 = np.stack([dicom_slice_to_u8(hu_of(pydicom.dcmread(f)), pre["window_center"], pre["window_width"])
+                       for f in files])
+        p_cpp, _ = cpp_probs(args.nephra, files, man["classes"])
+        res["tcia_series"] = compare("TCIA DICOM series", python_probs(model, u8, man["temperature"]), p_cpp)
+    res["model_onnx_sha256"] = man["onnx_sha256"]
+    (HERE / "results" / "engine_parity.json").write_text(json.dumps(res, indent=1) + "\n")
+    ok = all(v["class_agreement"] >= 0.999 and v["max_probability_diff"] <= 1e-3
+             for v in res.values() if isinstance(v, dict))
+    return 0 if ok or not args.check else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
