@@ -3,6 +3,7 @@
 #include <algorithm>
 #include <cmath>
 #include <cstdio>
+#include <opencv2/core/utility.hpp>
 
 namespace nephra::engine {
 namespace {
@@ -119,15 +120,27 @@ StudyResult classify_files(const std::vector<std::filesystem::path>& files, Clas
   std::vector<SliceRecord> records;
   int failed = 0;
   for (size_t first = 0; first < files.size(); first += chunk) {
-    std::vector<Slice> slices;
-    for (size_t i = first; i < std::min(files.size(), first + chunk); ++i) {
-      try {
-        auto loaded = load_slices(files[i], classifier.model());
-        for (auto& s : loaded) slices.push_back(std::move(s));
-      } catch (const std::exception& err) {
-        ++failed;
-        errors.push_back({files[i].string(), err.what()});
+    const size_t n = std::min(files.size(), first + chunk) - first;
+    std::vector<std::vector<Slice>> loaded(n);
+    std::vector<std::string> why(n);
+    // Decoding and preprocessing dominate once inference is batched: spread the chunk over OpenCV's threads.
+    cv::parallel_for_(cv::Range(0, static_cast<int>(n)), [&](const cv::Range& range) {
+      for (int i = range.start; i < range.end; ++i) {
+        const auto k = static_cast<size_t>(i);
+        try {
+          loaded[k] = load_slices(files[first + k], classifier.model());
+        } catch (const std::exception& err) {
+          why[k] = err.what();
+        }
       }
+    });
+    std::vector<Slice> slices;
+    for (size_t k = 0; k < n; ++k) {
+      if (!why[k].empty()) {
+        ++failed;
+        errors.push_back({files[first + k].string(), why[k]});
+      }
+      for (auto& s : loaded[k]) slices.push_back(std::move(s));
     }
     auto results = classifier.classify(slices);
     for (size_t i = 0; i < slices.size(); ++i) records.push_back({slices[i].source, std::move(results[i]), 0});
