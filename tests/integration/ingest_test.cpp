@@ -198,7 +198,10 @@ TEST_F(Ingest, BadInputGetsFailureStatusAndTheNodeGoesOn) {
 }
 
 TEST_F(Ingest, KillDashNineLosesNoAcknowledgedInstance) {
-  TestNode node(work.path());
+  // A quiet period long enough that the resumed instances wait for the re-send even on a loaded machine.
+  nephra::test::NodeOptions options;
+  options.stable_seconds = 5.0;
+  TestNode node(work.path(), options);
   node.start();
   std::vector<std::string> argv = {
       "storescu", "-v", "-aet", "STORESCU", "-aec", "NEPHRA", "-R", "127.0.0.1", std::to_string(node.port())};
