@@ -12,8 +12,6 @@
 #include <nlohmann/json.hpp>
 #include <thread>
 
-#include <unistd.h>
-
 #include "nephra/scp/store_scu.h"
 
 namespace nephra::pipeline {
@@ -39,14 +37,6 @@ std::vector<fs::path> pending_files(const fs::path& out) {
   }
   std::sort(files.begin(), files.end());
   return files;
-}
-
-void fsync_dir(const fs::path& dir) {
-  // A rename is durable once its directory is flushed; std::ofstream cannot, so reopen read-only via C stdio.
-  if (FILE* f = std::fopen(dir.c_str(), "r")) {
-    ::fsync(fileno(f));
-    std::fclose(f);
-  }
 }
 
 }  // namespace
@@ -83,15 +73,7 @@ struct Outbox::Impl {
   }
 
   void dead_letter(Delivery& d, const std::string& reason) {
-    const fs::path dest = spool.root() / "dead-letter" / (d.round.study_key + "-" + std::to_string(d.round.round));
-    fs::create_directories(dest.parent_path());
-    std::error_code ec;
-    fs::rename(d.round.dir / "out", dest, ec);
-    if (ec) fs::create_directories(dest);
-    std::ofstream(dest / "reason.txt") << reason << "\ncalling_ae=" << d.round.calling_ae << "\n";
-    fsync_dir(dest.parent_path());
-    spool.write_round_file(d.round, "dead-letter", reason + "\n");
-    spool.mark_done(d.round);
+    spool.dead_letter(d.round, reason);
     ++stats.dead_lettered;
     spdlog::error("RESULT_DEAD_LETTER study={} round={} peer={} reason=\"{}\"", d.round.study_key, d.round.round,
                   d.round.calling_ae, reason);
@@ -106,16 +88,12 @@ struct Outbox::Impl {
     }
     if (d.first_attempt == 0) d.first_attempt = now_seconds();
     ++d.attempts;
-    const fs::path sent = d.round.dir / "sent";
-    fs::create_directories(sent);
     const scp::StoreTarget target{cfg.node.ae_title, peer->ae_title, peer->host, peer->port,
                                   cfg.results.timeout_seconds};
     const auto result = scp::send_files(target, pending_files(d.round.dir / "out"), [&](const fs::path& f) {
-      fs::rename(f, sent / f.filename());
-      fsync_dir(f.parent_path());
+      spool.mark_sent(d.round, f);
       ++stats.instances_sent;
     });
-    fsync_dir(sent);
     if (result.outcome == scp::SendOutcome::kDelivered) {
       spool.mark_done(d.round);
       ++stats.rounds_delivered;

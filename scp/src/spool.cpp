@@ -182,4 +182,29 @@ void Spool::write_round_file(const StudyRound& round, const std::string& name, c
 
 void Spool::mark_done(const StudyRound& round) { write_round_file(round, kDoneMarker, "done\n"); }
 
+void Spool::mark_sent(const StudyRound& round, const fs::path& out_file) {
+  const fs::path sent = round.dir / "sent";
+  io::make_dir_durable(sent);
+  io::rename_into(out_file, sent / out_file.filename());
+  io::fsync_path(sent);
+  io::fsync_path(out_file.parent_path());
+}
+
+fs::path Spool::dead_letter(const StudyRound& round, const std::string& reason) {
+  const fs::path parent = root_ / "dead-letter";
+  const fs::path dest = parent / (round.study_key + "-" + std::to_string(round.round));
+  io::make_dir_durable(parent);
+  if (fs::exists(round.dir / "out")) {
+    io::rename_into(round.dir / "out", dest);
+    io::fsync_path(round.dir);
+  } else {
+    io::make_dir_durable(dest);
+  }
+  io::fsync_path(parent);
+  write_atomic(dest / "reason.txt", reason + "\ncalling_ae=" + round.calling_ae + "\n");
+  write_round_file(round, "dead-letter", reason + "\n");
+  mark_done(round);
+  return dest;
+}
+
 }  // namespace nephra::scp

@@ -5,7 +5,9 @@
 //   tmp/                          partial writes, removed at start
 //   studies/<key>/study.json      calling AE and Study Instance UID of this study
 //   studies/<key>/open/<sop>.dcm  instances of the round still receiving
-//   studies/<key>/rounds/<n>/     a sealed round: a queued job until it holds the file "done"
+//   studies/<key>/rounds/<n>/     a sealed round: a queued job until it holds the file "done";
+//                                 results wait in out/ and move to sent/ once the archive acknowledged them
+//   dead-letter/<key>-<n>/        results an archive refused for good, with reason.txt
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -81,6 +83,11 @@ class Spool {
   // Atomically writes a file inside a round folder (fsync'd, then renamed into place).
   void write_round_file(const StudyRound& round, const std::string& name, const std::string& content);
   void mark_done(const StudyRound& round);
+
+  // Durably moves an acknowledged result file from the round's out/ to its sent/.
+  void mark_sent(const StudyRound& round, const std::filesystem::path& out_file);
+  // Durably moves what is left in out/ to dead-letter/<key>-<n>/ with reason.txt, then marks the round done.
+  std::filesystem::path dead_letter(const StudyRound& round, const std::string& reason);
 
   [[nodiscard]] const std::filesystem::path& root() const { return root_; }
   [[nodiscard]] std::filesystem::path study_dir(const std::string& study_key) const;
