@@ -141,9 +141,12 @@ int classify_study(const Options& o, ng::Classifier& clf) {
       const int cls = clf.model().class_index(f.label);
       for (const int n : f.flagged) {
         const auto& rec = study.slices[static_cast<size_t>(n - 1)];
-        for (const auto& s : ng::load_slices(rec.source.path, clf.model())) {
-          if (s.source.frame != rec.source.frame) continue;
-          write_heatmap(*o.heatmap_dir, s, rec.result, cls, f.label + "-slice" + std::to_string(n));
+        try {
+          write_heatmap(*o.heatmap_dir, ng::reload_slice(rec.source, clf.model()), rec.result, cls,
+                        f.label + "-slice" + std::to_string(n));
+        } catch (const ng::InputError& err) {  // the file changed since it was classified
+          std::cerr << "nephra: " << rec.source.path << ": " << err.what() << "\n";
+          errors.push_back({rec.source.path, err.what()});
         }
       }
     }

@@ -267,6 +267,15 @@ Slice preprocess_image(const cv::Mat& gray_u8, const Model& model) {
   return slice;
 }
 
+Slice reload_slice(const SliceSource& source, const Model& model) {
+  for (auto& slice : load_slices(source.path, model)) {
+    if (slice.source.frame != source.frame) continue;
+    slice.source = source;
+    return std::move(slice);
+  }
+  throw InputError("frame " + std::to_string(source.frame) + " is gone from " + source.path);
+}
+
 std::vector<Slice> load_slices(const std::filesystem::path& path, const Model& model) {
   std::error_code ec;
   if (!std::filesystem::is_regular_file(path, ec)) throw InputError("not a readable file");

@@ -100,14 +100,9 @@ class ClassifyStep : public StudyStep {
     int number = 1;
     for (const auto& f : heatmap_slices(study, clf_.model(), cfg_.results.max_heatmaps)) {
       const auto& rec = study.slices[static_cast<size_t>(f.slice - 1)];
-      for (const auto& slice : engine::load_slices(rec.source.path, clf_.model())) {
-        if (slice.source.frame != rec.source.frame) continue;
-        engine::Slice s = slice;
-        s.source = rec.source;
-        write_sc(s, rec.result, f.cls, f.label, number, *header.getDataset(), ctx_,
-                 partial / ("sc-" + std::to_string(1000 + number) + ".dcm"));
-        ++number;
-      }
+      write_sc(engine::reload_slice(rec.source, clf_.model()), rec.result, f.cls, f.label, number, *header.getDataset(),
+               ctx_, partial / ("sc-" + std::to_string(1000 + number) + ".dcm"));
+      ++number;
     }
     fs::remove_all(round.dir / "out");  // a crash before "processed": nothing of it was sent yet
     fs::rename(partial, round.dir / "out");

@@ -39,6 +39,10 @@ struct Slice {
 // Every slice of a file (one per frame). Throws InputError with a clear reason.
 std::vector<Slice> load_slices(const std::filesystem::path& path, const Model& model);
 
+// The slice `source` came from, loaded again (its pixels are not kept between classification and the heatmaps),
+// carrying `source` itself. Throws InputError when the file no longer holds that frame.
+Slice reload_slice(const SliceSource& source, const Model& model);
+
 // DICOM path: HU image (float) → window → body crop → resize → CLAHE. Exposed for tests and the bench.
 Slice preprocess_hu(const cv::Mat& hu, const Model& model);
 // Image-file path: already display-windowed (as the dataset is) → gray → resize.
