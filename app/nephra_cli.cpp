@@ -4,6 +4,7 @@
 #include <cstdlib>
 #include <filesystem>
 #include <iostream>
+#include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <optional>
 #include <string>
@@ -80,19 +81,6 @@ fs::path find_model(const Options& o, const char* argv0) {
   return exe.parent_path().parent_path() / "share/nephra/models/nephra-kidney-v1.json";
 }
 
-std::string json_string(const std::string& s) {
-  std::string out = "\"";
-  for (const char c : s) {
-    if (c == '"' || c == '\\') out += '\\';
-    if (static_cast<unsigned char>(c) < 0x20) {
-      out += ' ';
-      continue;
-    }
-    out += c;
-  }
-  return out + "\"";
-}
-
 void write_heatmap(const fs::path& dir, const ng::Slice& slice, const ng::SliceResult& result, int cls,
                    const std::string& name) {
   fs::create_directories(dir);
@@ -120,7 +108,7 @@ int classify_files(const Options& o, ng::Classifier& clf) {
         }
       }
     } catch (const std::exception& err) {
-      std::cout << "{\"file\":" << json_string(file.string()) << ",\"error\":" << json_string(err.what()) << "}\n";
+      std::cout << nlohmann::json{{"file", file.string()}, {"error", err.what()}}.dump() << "\n";
       status = kSomeFailed;
     }
   }
