@@ -125,6 +125,10 @@ def main():
                    help="exponential moving average of the weights in stage 2 (decay per step; 0 = off); the "
                         "averaged weights are the ones validated and saved")
     p.add_argument("--mixup", type=float, default=0.0, help="mixup Beta(a, a) in stage 2 (0 = off)")
+    p.add_argument("--freeze-bn", action="store_true",
+                   help="stage 2 keeps the ImageNet BatchNorm statistics (small effective data: ~150 studies)")
+    p.add_argument("--freeze-blocks", type=int, default=0,
+                   help="stage 2 leaves the first N feature blocks at their ImageNet weights")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -146,7 +150,10 @@ def main():
     net = build_model(pretrained=True)
     head = list(net.classifier.parameters())
     opt1 = torch.optim.AdamW(head, lr=args.head_lr, weight_decay=args.wd)
-    opt2 = torch.optim.AdamW([{"params": net.features.parameters(), "lr": args.lr},
+    for block in net.features[:args.freeze_blocks]:
+        block.requires_grad_(False)
+    tuned = [q for q in net.features.parameters() if q.requires_grad]
+    opt2 = torch.optim.AdamW([{"params": tuned, "lr": args.lr},
                               {"params": head, "lr": args.head_lr}], weight_decay=args.wd)
     base = [g["lr"] for g in opt2.param_groups]
     state = {"epoch": 0, "full_step": 0, "history": [], "best_f1": -1.0, "bad_epochs": 0, "seconds": 0.0}
@@ -182,6 +189,10 @@ def main():
                 opt = opt1
             else:
                 net.train()
+                if args.freeze_bn:
+                    for m in net.features.modules():
+                        if isinstance(m, torch.nn.BatchNorm2d):
+                            m.eval()
                 frac = state["full_step"] / max(1, n_full)
                 mult = min(1.0, (state["full_step"] + 1) / warm) * (0.02 + 0.98 * 0.5 * (1 + math.cos(math.pi * frac)))
                 for g, b in zip(opt2.param_groups, base):

@@ -5,11 +5,18 @@
 #include <toml++/toml.h>
 #include <algorithm>
 #include <array>
+#include <sstream>
 
 namespace nephra::config {
 namespace {
 
 int line_of(const toml::node& node) { return static_cast<int>(node.source().begin.line); }
+
+// Where a value sits: `shown` names it in errors (peers[2].port), `row` in the schema (peers[].port).
+struct Place {
+  std::string shown;
+  std::string row;
+};
 
 class Reader {
  public:
@@ -17,26 +24,22 @@ class Reader {
 
   Config read() {
     Config cfg;
-    check_keys(root_, "", {"node", "study", "pipeline", "engine", "results", "log", "peers"});
-    if (const auto* node = table_at(root_, "node")) read_node(*node, cfg.node);
-    if (const auto* study = table_at(root_, "study")) {
-      check_keys(*study, "study.", {"stable_seconds"});
-      cfg.study.stable_seconds = number(*study, "study.", "stable_seconds", cfg.study.stable_seconds, 0.1, 86400);
+    check_keys(root_, {"", ""});
+    if (const auto* t = table_at(root_, "node")) read_node(*t, cfg.node);
+    if (const auto* t = table_at(root_, "study")) {
+      check_keys(*t, {"study.", "study."});
+      cfg.study.stable_seconds = number(*t, {"study.", "study."}, "stable_seconds", cfg.study.stable_seconds);
     }
-    if (const auto* pipeline = table_at(root_, "pipeline")) {
-      check_keys(*pipeline, "pipeline.", {"workers"});
-      cfg.pipeline.workers = integer(*pipeline, "pipeline.", "workers", cfg.pipeline.workers, 1, 64);
+    if (const auto* t = table_at(root_, "pipeline")) {
+      const Place at{"pipeline.", "pipeline."};
+      check_keys(*t, at);
+      cfg.pipeline.workers = integer(*t, at, "workers", cfg.pipeline.workers);
+      cfg.pipeline.stall_seconds = number(*t, at, "stall_seconds", cfg.pipeline.stall_seconds);
     }
-    if (const auto* engine = table_at(root_, "engine")) read_engine(*engine, cfg.engine);
-    if (const auto* results = table_at(root_, "results")) read_results(*results, cfg.results);
-    if (const auto* log = table_at(root_, "log")) {
-      check_keys(*log, "log.", {"level"});
-      cfg.log.level = string(*log, "log.", "level", cfg.log.level);
-      static constexpr std::array levels{"trace", "debug", "info", "warn", "error"};
-      if (std::find(levels.begin(), levels.end(), cfg.log.level) == levels.end()) {
-        throw ConfigError("log.level", "must be one of trace, debug, info, warn, error", line_of(*log->get("level")));
-      }
-    }
+    if (const auto* t = table_at(root_, "engine")) read_engine(*t, cfg.engine);
+    if (const auto* t = table_at(root_, "results")) read_results(*t, cfg.results);
+    if (const auto* t = table_at(root_, "http")) read_http(*t, cfg.http);
+    if (const auto* t = table_at(root_, "log")) read_log(*t, cfg.log);
     read_peers(cfg);
     return cfg;
   }
@@ -51,46 +54,57 @@ class Reader {
     return node->as_table();
   }
 
-  static void check_keys(const toml::table& table, const std::string& prefix,
-                         std::initializer_list<const char*> known) {
+  // The schema is the list of known keys: a key (or, at the top, a section) it does not name is a mistake.
+  static void check_keys(const toml::table& table, const Place& at) {
     for (const auto& [key, value] : table) {
       const std::string name(key.str());
-      if (std::none_of(known.begin(), known.end(), [&](const char* k) { return name == k; })) {
-        throw ConfigError(prefix + name, "unknown key", line_of(value));
-      }
+      const bool known = std::any_of(schema().begin(), schema().end(), [&](const KeyInfo& row) {
+        if (at.row.empty()) return row.key.starts_with(name + ".") || row.key.starts_with(name + "[].");
+        return row.key == at.row + name;
+      });
+      if (!known) throw ConfigError(at.shown + name, "unknown key", line_of(value));
     }
   }
 
-  static std::string string(const toml::table& t, const std::string& prefix, const char* key, std::string fallback) {
+  static std::string string(const toml::table& t, const Place& at, const char* key, std::string fallback) {
     const auto* node = t.get(key);
     if (node == nullptr) return fallback;
-    if (!node->is_string()) throw ConfigError(prefix + key, "must be a string", line_of(*node));
+    if (!node->is_string()) throw ConfigError(at.shown + key, "must be a string", line_of(*node));
     return node->as_string()->get();
   }
 
-  static int integer(const toml::table& t, const std::string& prefix, const char* key, int fallback, int lo, int hi) {
+  static bool boolean(const toml::table& t, const Place& at, const char* key, bool fallback) {
     const auto* node = t.get(key);
     if (node == nullptr) return fallback;
-    if (!node->is_integer()) throw ConfigError(prefix + key, "must be an integer", line_of(*node));
-    const int64_t v = node->as_integer()->get();
-    if (v < lo || v > hi) {
-      throw ConfigError(prefix + key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi),
-                        line_of(*node));
+    if (!node->is_boolean()) throw ConfigError(at.shown + key, "must be true or false", line_of(*node));
+    return node->as_boolean()->get();
+  }
+
+  static void check_range(const Place& at, const char* key, double v, const toml::node& node) {
+    const KeyInfo& row = key_info(at.row + key);
+    if (v < row.min || v > row.max) {
+      std::ostringstream range;
+      range << "must be between " << row.min << " and " << row.max;
+      throw ConfigError(at.shown + key, range.str(), line_of(node));
     }
+  }
+
+  static int integer(const toml::table& t, const Place& at, const char* key, int fallback) {
+    const auto* node = t.get(key);
+    if (node == nullptr) return fallback;
+    if (!node->is_integer()) throw ConfigError(at.shown + key, "must be an integer", line_of(*node));
+    const int64_t v = node->as_integer()->get();
+    check_range(at, key, static_cast<double>(v), *node);
     return static_cast<int>(v);
   }
 
-  static double number(const toml::table& t, const std::string& prefix, const char* key, double fallback, double lo,
-                       double hi) {
+  static double number(const toml::table& t, const Place& at, const char* key, double fallback) {
     const auto* node = t.get(key);
     if (node == nullptr) return fallback;
-    if (!node->is_number()) throw ConfigError(prefix + key, "must be a number", line_of(*node));
+    if (!node->is_number()) throw ConfigError(at.shown + key, "must be a number", line_of(*node));
     const double v =
         node->is_integer() ? static_cast<double>(node->as_integer()->get()) : node->as_floating_point()->get();
-    if (v < lo || v > hi) {
-      throw ConfigError(prefix + key, "must be between " + std::to_string(lo) + " and " + std::to_string(hi),
-                        line_of(*node));
-    }
+    check_range(at, key, v, *node);
     return v;
   }
 
@@ -101,34 +115,49 @@ class Reader {
     }
   }
 
-  static void read_node(const toml::table& t, Config::Node& node) {
-    check_keys(t, "node.", {"ae_title", "bind", "port", "spool_dir", "max_associations"});
-    node.ae_title = string(t, "node.", "ae_title", node.ae_title);
-    check_ae_title("node.ae_title", node.ae_title, line_of(t));
-    node.bind = string(t, "node.", "bind", node.bind);
+  static void check_ipv4(const std::string& key, const std::string& address, int line) {
     in_addr addr{};
-    if (inet_pton(AF_INET, node.bind.c_str(), &addr) != 1) {
-      throw ConfigError("node.bind", "must be an IPv4 address such as 127.0.0.1", line_of(t));
+    if (inet_pton(AF_INET, address.c_str(), &addr) != 1) {
+      throw ConfigError(key, "must be an IPv4 address such as 127.0.0.1", line);
     }
-    node.port = integer(t, "node.", "port", node.port, 1, 65535);
-    node.spool_dir = string(t, "node.", "spool_dir", node.spool_dir.string());
+  }
+
+  static std::string log_level(const toml::table& t, const Place& at, const char* key, std::string fallback) {
+    std::string level = string(t, at, key, std::move(fallback));
+    static constexpr std::array levels{"trace", "debug", "info", "warn", "error"};
+    if (std::find(levels.begin(), levels.end(), level) == levels.end()) {
+      throw ConfigError(at.shown + key, "must be one of trace, debug, info, warn, error", line_of(*t.get(key)));
+    }
+    return level;
+  }
+
+  static void read_node(const toml::table& t, Config::Node& node) {
+    const Place at{"node.", "node."};
+    check_keys(t, at);
+    node.ae_title = string(t, at, "ae_title", node.ae_title);
+    check_ae_title("node.ae_title", node.ae_title, line_of(t));
+    node.bind = string(t, at, "bind", node.bind);
+    check_ipv4("node.bind", node.bind, line_of(t));
+    node.port = integer(t, at, "port", node.port);
+    node.spool_dir = string(t, at, "spool_dir", node.spool_dir.string());
     if (node.spool_dir.empty()) throw ConfigError("node.spool_dir", "must not be empty", line_of(t));
-    node.max_associations = integer(t, "node.", "max_associations", node.max_associations, 1, 1024);
+    node.max_associations = integer(t, at, "max_associations", node.max_associations);
+    node.shutdown_grace_seconds = number(t, at, "shutdown_grace_seconds", node.shutdown_grace_seconds);
   }
 
   static void read_engine(const toml::table& t, Config::Engine& e) {
-    check_keys(t, "engine.", {"model", "threads", "batch"});
-    e.model = string(t, "engine.", "model", e.model.string());
+    const Place at{"engine.", "engine."};
+    check_keys(t, at);
+    e.model = string(t, at, "model", e.model.string());
     if (e.model.empty()) throw ConfigError("engine.model", "must not be empty", line_of(t));
-    e.threads = integer(t, "engine.", "threads", e.threads, 0, 256);
-    e.batch = integer(t, "engine.", "batch", e.batch, 1, 256);
+    e.threads = integer(t, at, "threads", e.threads);
+    e.batch = integer(t, at, "batch", e.batch);
   }
 
   static void read_results(const toml::table& t, Config::Results& r) {
-    check_keys(
-        t, "results.",
-        {"uid_root", "max_heatmaps", "retry_initial_seconds", "retry_max_seconds", "give_up_hours", "timeout_seconds"});
-    r.uid_root = string(t, "results.", "uid_root", r.uid_root);
+    const Place at{"results.", "results."};
+    check_keys(t, at);
+    r.uid_root = string(t, at, "uid_root", r.uid_root);
     const bool digits_and_dots =
         std::all_of(r.uid_root.begin(), r.uid_root.end(), [](char c) { return c == '.' || (c >= '0' && c <= '9'); });
     if (r.uid_root.empty() || r.uid_root.size() > 40 || !digits_and_dots || r.uid_root.front() == '.' ||
@@ -136,11 +165,31 @@ class Reader {
       throw ConfigError("results.uid_root", "must be a UID prefix of digits and dots, at most 40 characters",
                         line_of(t));
     }
-    r.max_heatmaps = integer(t, "results.", "max_heatmaps", r.max_heatmaps, 0, 1000);
-    r.retry_initial_seconds = number(t, "results.", "retry_initial_seconds", r.retry_initial_seconds, 0.1, 86400);
-    r.retry_max_seconds = number(t, "results.", "retry_max_seconds", r.retry_max_seconds, 0.1, 86400);
-    r.give_up_hours = number(t, "results.", "give_up_hours", r.give_up_hours, 0.001, 8760);
-    r.timeout_seconds = integer(t, "results.", "timeout_seconds", r.timeout_seconds, 1, 3600);
+    r.max_heatmaps = integer(t, at, "max_heatmaps", r.max_heatmaps);
+    r.retry_initial_seconds = number(t, at, "retry_initial_seconds", r.retry_initial_seconds);
+    r.retry_max_seconds = number(t, at, "retry_max_seconds", r.retry_max_seconds);
+    r.give_up_hours = number(t, at, "give_up_hours", r.give_up_hours);
+    r.timeout_seconds = integer(t, at, "timeout_seconds", r.timeout_seconds);
+  }
+
+  static void read_http(const toml::table& t, Config::Http& h) {
+    const Place at{"http.", "http."};
+    check_keys(t, at);
+    h.enabled = boolean(t, at, "enabled", h.enabled);
+    h.bind = string(t, at, "bind", h.bind);
+    check_ipv4("http.bind", h.bind, line_of(t));
+    h.port = integer(t, at, "port", h.port);
+  }
+
+  static void read_log(const toml::table& t, Config::Log& log) {
+    const Place at{"log.", "log."};
+    check_keys(t, at);
+    log.level = log_level(t, at, "level", log.level);
+    log.dcmtk_level = log_level(t, at, "dcmtk_level", log.dcmtk_level);
+    log.target = string(t, at, "target", log.target);
+    if (log.target != "auto" && log.target != "console" && log.target != "journal") {
+      throw ConfigError("log.target", "must be one of auto, console, journal", line_of(*t.get("target")));
+    }
   }
 
   void read_peers(Config& cfg) const {
@@ -151,17 +200,16 @@ class Reader {
     size_t index = 0;
     for (const auto& item : *node->as_array()) {
       const auto& t = *item.as_table();
-      const std::string prefix = "peers[" + std::to_string(index++) + "].";
-      check_keys(t, prefix, {"ae_title", "host", "port"});
+      const Place at{"peers[" + std::to_string(index++) + "].", "peers[]."};
+      check_keys(t, at);
       for (const char* required : {"ae_title", "host", "port"}) {
-        if (t.get(required) == nullptr) throw ConfigError(prefix + required, "is required", line_of(t));
+        if (t.get(required) == nullptr) throw ConfigError(at.shown + required, "is required", line_of(t));
       }
-      Peer peer{string(t, prefix, "ae_title", ""), string(t, prefix, "host", ""),
-                integer(t, prefix, "port", 0, 1, 65535)};
-      check_ae_title(prefix + "ae_title", peer.ae_title, line_of(t));
-      if (peer.host.empty()) throw ConfigError(prefix + "host", "must not be empty", line_of(t));
+      Peer peer{string(t, at, "ae_title", ""), string(t, at, "host", ""), integer(t, at, "port", 0)};
+      check_ae_title(at.shown + "ae_title", peer.ae_title, line_of(t));
+      if (peer.host.empty()) throw ConfigError(at.shown + "host", "must not be empty", line_of(t));
       if (cfg.find_peer(peer.ae_title) != nullptr) {
-        throw ConfigError(prefix + "ae_title", "duplicate peer " + peer.ae_title, line_of(t));
+        throw ConfigError(at.shown + "ae_title", "duplicate peer " + peer.ae_title, line_of(t));
       }
       cfg.peers.push_back(std::move(peer));
     }
@@ -177,6 +225,30 @@ ConfigError::ConfigError(std::string key, const std::string& message, int line)
 const Peer* Config::find_peer(const std::string& ae_title) const {
   const auto it = std::find_if(peers.begin(), peers.end(), [&](const Peer& p) { return p.ae_title == ae_title; });
   return it == peers.end() ? nullptr : &*it;
+}
+
+Config apply_reload(const Config& running, Config next, std::vector<std::string>& needs_restart) {
+  const auto keep = [&](const char* key, auto& field, const auto& running_value) {
+    if (field == running_value) return;
+    needs_restart.emplace_back(key);
+    field = running_value;
+  };
+  keep("node.ae_title", next.node.ae_title, running.node.ae_title);
+  keep("node.bind", next.node.bind, running.node.bind);
+  keep("node.port", next.node.port, running.node.port);
+  keep("node.spool_dir", next.node.spool_dir, running.node.spool_dir);
+  keep("node.shutdown_grace_seconds", next.node.shutdown_grace_seconds, running.node.shutdown_grace_seconds);
+  keep("pipeline.workers", next.pipeline.workers, running.pipeline.workers);
+  keep("engine.model", next.engine.model, running.engine.model);
+  keep("engine.threads", next.engine.threads, running.engine.threads);
+  keep("engine.batch", next.engine.batch, running.engine.batch);
+  keep("results.uid_root", next.results.uid_root, running.results.uid_root);
+  keep("results.max_heatmaps", next.results.max_heatmaps, running.results.max_heatmaps);
+  keep("http.enabled", next.http.enabled, running.http.enabled);
+  keep("http.bind", next.http.bind, running.http.bind);
+  keep("http.port", next.http.port, running.http.port);
+  keep("log.target", next.log.target, running.log.target);
+  return next;
 }
 
 Config load_string(const std::string& toml_text, const std::string& source_name) {

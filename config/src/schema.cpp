@@ -1,49 +1,87 @@
 #include <sstream>
+#include <stdexcept>
 
 #include "nephra/config/config.h"
 
 namespace nephra::config {
 
 const std::vector<KeyInfo>& schema() {
+  constexpr bool kLive = true;
+  constexpr bool kRestart = false;
   static const std::vector<KeyInfo> rows = {
       {"node.ae_title", "string", "\"NEPHRA\"",
-       "Our AE title (1-16 characters, no backslash); callers must address it."},
+       "Our AE title (1-16 characters, no backslash); callers must address it.", 0, 0, kRestart},
       {"node.bind", "string", "\"127.0.0.1\"",
-       "IPv4 address the DICOM port listens on; \"0.0.0.0\" for every interface."},
-      {"node.port", "integer", "11112", "DICOM port (1-65535)."},
+       "IPv4 address the DICOM port listens on; \"0.0.0.0\" for every interface.", 0, 0, kRestart},
+      {"node.port", "integer", "11112", "DICOM port; below 1024 needs CAP_NET_BIND_SERVICE.", 1, 65535, kRestart},
       {"node.spool_dir", "string", "\"spool\"",
-       "Durable spool folder (relative paths are taken from the working directory)."},
-      {"node.max_associations", "integer", "16", "Concurrent associations; more are rejected (local limit exceeded)."},
+       "Durable spool folder (relative paths are taken from the working directory).", 0, 0, kRestart},
+      {"node.max_associations", "integer", "16", "Concurrent associations; more are rejected (local limit exceeded).",
+       1, 1024, kLive},
+      {"node.shutdown_grace_seconds", "number", "30",
+       "On SIGTERM, how long associations in progress may take to finish before they are aborted.", 0, 3600, kRestart},
       {"study.stable_seconds", "number", "10",
-       "Quiet period after a study's last instance before it counts as complete (0.1-86400)."},
-      {"pipeline.workers", "integer", "2", "Worker threads that process completed studies (1-64)."},
+       "Quiet period after a study's last instance before it counts as complete.", 0.1, 86400, kLive},
+      {"pipeline.workers", "integer", "2", "Worker threads that process completed studies.", 1, 64, kRestart},
+      {"pipeline.stall_seconds", "number", "900",
+       "A study job running longer than this counts as stalled: /healthz reports it and the systemd watchdog is "
+       "no longer fed, so systemd restarts the node.",
+       10, 86400, kLive},
       {"engine.model", "string", "\"models/nephra-kidney-v1.json\"",
-       "Model manifest (JSON beside its ONNX file); its sha256 is checked at start."},
-      {"engine.threads", "integer", "0", "CPU threads for inference (0 = all cores)."},
-      {"engine.batch", "integer", "8", "Slices per network batch (1-256)."},
+       "Model manifest (JSON beside its ONNX file); its sha256 is checked at start.", 0, 0, kRestart},
+      {"engine.threads", "integer", "0", "CPU threads for inference (0 = all cores).", 0, 256, kRestart},
+      {"engine.batch", "integer", "8", "Slices per network batch.", 1, 256, kRestart},
       {"results.uid_root", "string", "\"2.25\"",
        "UID root for result instances; UIDs are derived from it, the study and the model, so re-sends never "
-       "duplicate. Put your organisation's root here."},
-      {"results.max_heatmaps", "integer", "20", "Most heatmap Secondary Capture images per study (0-1000)."},
+       "duplicate. Put your organisation's root here.",
+       0, 0, kRestart},
+      {"results.max_heatmaps", "integer", "20", "Most heatmap Secondary Capture images per study.", 0, 1000, kRestart},
       {"results.retry_initial_seconds", "number", "5",
-       "First wait before re-sending results to an unreachable archive; doubles each time."},
-      {"results.retry_max_seconds", "number", "600", "Longest wait between two delivery attempts."},
+       "First wait before re-sending results to an unreachable archive; doubles each time.", 0.1, 86400, kLive},
+      {"results.retry_max_seconds", "number", "600", "Longest wait between two delivery attempts.", 0.1, 86400, kLive},
       {"results.give_up_hours", "number", "72",
-       "After this long without delivery, results go to the dead-letter folder."},
-      {"results.timeout_seconds", "integer", "30", "Network timeout for sending results (1-3600)."},
-      {"log.level", "string", "\"info\"", "One of trace, debug, info, warn, error."},
-      {"peers[].ae_title", "string", "(required)", "AE title of an archive allowed to send to us."},
-      {"peers[].host", "string", "(required)", "Host where results for that archive are sent back."},
-      {"peers[].port", "integer", "(required)", "DICOM port of that archive (1-65535)."},
+       "After this long without delivery, results go to the dead-letter folder.", 0.001, 8760, kLive},
+      {"results.timeout_seconds", "integer", "30", "Network timeout for sending results.", 1, 3600, kLive},
+      {"http.enabled", "boolean", "true", "Serve /healthz and /metrics over HTTP.", 0, 0, kRestart},
+      {"http.bind", "string", "\"127.0.0.1\"",
+       "IPv4 address of the health and metrics endpoint; keep it on loopback unless a firewall guards it.", 0, 0,
+       kRestart},
+      {"http.port", "integer", "8080", "Port of the health and metrics endpoint.", 1, 65535, kRestart},
+      {"log.level", "string", "\"info\"", "One of trace, debug, info, warn, error.", 0, 0, kLive},
+      {"log.dcmtk_level", "string", "\"warn\"",
+       "Level of DCMTK's own messages (same names). debug and trace dump DICOM headers, patient data included: "
+       "only for troubleshooting.",
+       0, 0, kLive},
+      {"log.target", "string", "\"auto\"",
+       "console (stderr), journal (native journald fields), or auto: journal when systemd connected the output "
+       "to it.",
+       0, 0, kRestart},
+      {"peers[].ae_title", "string", "(required)", "AE title of an archive allowed to send to us.", 0, 0, kLive},
+      {"peers[].host", "string", "(required)", "Host where results for that archive are sent back.", 0, 0, kLive},
+      {"peers[].port", "integer", "(required)", "DICOM port of that archive.", 1, 65535, kLive},
   };
   return rows;
 }
 
+const KeyInfo& key_info(const std::string& key) {
+  for (const auto& row : schema()) {
+    if (row.key == key) return row;
+  }
+  throw std::out_of_range("configuration key not in the schema: " + key);
+}
+
 std::string reference_markdown() {
   std::ostringstream out;
-  out << "| key | type | default | meaning |\n|---|---|---|---|\n";
+  out << "| key | type | default | range | on SIGHUP | meaning |\n|---|---|---|---|---|---|\n";
   for (const auto& row : schema()) {
-    out << "| `" << row.key << "` | " << row.type << " | `" << row.default_value << "` | " << row.help << " |\n";
+    std::string range = "";
+    if (row.type == "integer" || row.type == "number") {
+      std::ostringstream r;
+      r << row.min << " – " << row.max;
+      range = r.str();
+    }
+    out << "| `" << row.key << "` | " << row.type << " | `" << row.default_value << "` | " << range << " | "
+        << (row.live ? "applied" : "restart") << " | " << row.help << " |\n";
   }
   return out.str();
 }
@@ -55,12 +93,14 @@ bind = "127.0.0.1"
 port = 11112
 spool_dir = "spool"
 max_associations = 16
+shutdown_grace_seconds = 30
 
 [study]
 stable_seconds = 10
 
 [pipeline]
 workers = 2
+stall_seconds = 900
 
 [engine]
 model = "models/nephra-kidney-v1.json"
@@ -75,8 +115,15 @@ retry_max_seconds = 600
 give_up_hours = 72
 timeout_seconds = 30
 
+[http]
+enabled = true
+bind = "127.0.0.1"
+port = 8080
+
 [log]
 level = "info"
+dcmtk_level = "warn"
+target = "auto"
 
 [[peers]]
 ae_title = "ORTHANC"

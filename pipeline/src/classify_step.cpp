@@ -43,8 +43,11 @@ std::vector<Flagged> heatmap_slices(const engine::StudyResult& study, const engi
 
 class ClassifyStep : public StudyStep {
  public:
-  ClassifyStep(const config::Config& cfg, engine::Classifier& clf, std::string version)
-      : cfg_(cfg), clf_(clf), ctx_(make_result_context(clf.model(), cfg.results.uid_root, std::move(version))) {}
+  ClassifyStep(const config::Config& cfg, engine::Classifier& clf, std::string version, ClassifyStats& stats)
+      : max_heatmaps_(cfg.results.max_heatmaps),
+        clf_(clf),
+        ctx_(make_result_context(clf.model(), cfg.results.uid_root, std::move(version))),
+        stats_(stats) {}
 
   [[nodiscard]] std::string name() const override { return "classify"; }
 
@@ -61,6 +64,9 @@ class ClassifyStep : public StudyStep {
       spdlog::warn("SLICE_UNREADABLE study={} file={} reason=\"{}\"", round.study_key,
                    fs::path(e.path).filename().string(), e.reason);
     }
+    stats_.slices_unreadable.inc(errors.size());
+    stats_.slices_classified.inc(study.slices.size());
+    stats_.slices_not_assessed.inc(static_cast<std::uint64_t>(study.not_assessed));
     if (study.slices.empty()) throw std::runtime_error("no slice of the study could be classified");
     spool.write_round_file(round, "results.json", engine::study_json(study, clf_.model()) + "\n");
     const auto ms = [&] {
@@ -74,9 +80,10 @@ class ClassifyStep : public StudyStep {
   }
 
  private:
-  const config::Config& cfg_;
+  int max_heatmaps_;
   engine::Classifier& clf_;
   ResultContext ctx_;
+  ClassifyStats& stats_;
 
   static std::string findings_text(const engine::StudyResult& study) {
     std::string out;
@@ -98,7 +105,7 @@ class ClassifyStep : public StudyStep {
     }
     write_sr(study, *header.getDataset(), ctx_, partial / "sr.dcm");
     int number = 1;
-    for (const auto& f : heatmap_slices(study, clf_.model(), cfg_.results.max_heatmaps)) {
+    for (const auto& f : heatmap_slices(study, clf_.model(), max_heatmaps_)) {
       const auto& rec = study.slices[static_cast<size_t>(f.slice - 1)];
       write_sc(engine::reload_slice(rec.source, clf_.model()), rec.result, f.cls, f.label, number, *header.getDataset(),
                ctx_, partial / ("sc-" + std::to_string(1000 + number) + ".dcm"));
@@ -112,8 +119,8 @@ class ClassifyStep : public StudyStep {
 }  // namespace
 
 std::unique_ptr<StudyStep> make_classify_step(const config::Config& cfg, engine::Classifier& classifier,
-                                              std::string software_version) {
-  return std::make_unique<ClassifyStep>(cfg, classifier, std::move(software_version));
+                                              std::string software_version, ClassifyStats& stats) {
+  return std::make_unique<ClassifyStep>(cfg, classifier, std::move(software_version), stats);
 }
 
 }  // namespace nephra::pipeline

@@ -42,16 +42,17 @@ std::vector<fs::path> pending_files(const fs::path& out) {
 }  // namespace
 
 struct Outbox::Impl {
-  const config::Config& cfg;
+  const config::Shared& live;
   scp::Spool& spool;
   DeliveryStats stats;
   std::mutex mutex;
   std::condition_variable wake;
   std::map<std::string, Delivery> queue;  // by "<key>/<round>"
   bool stopping = false;
+  std::atomic<bool> interrupt{false};  // stopping, readable without the mutex while a send runs
   std::thread thread;
 
-  Impl(const config::Config& c, scp::Spool& s) : cfg(c), spool(s) {}
+  Impl(const config::Shared& c, scp::Spool& s) : live(c), spool(s) {}
 
   void load_state(Delivery& d) const {
     std::ifstream in(d.round.dir / "delivery.json");
@@ -67,7 +68,7 @@ struct Outbox::Impl {
     spool.write_round_file(d.round, "delivery.json", j.dump() + "\n");
   }
 
-  [[nodiscard]] double backoff(int attempts) const {
+  [[nodiscard]] static double backoff(const config::Config& cfg, int attempts) {
     const double wait = cfg.results.retry_initial_seconds * std::pow(2.0, std::min(attempts - 1, 30));
     return std::min(wait, cfg.results.retry_max_seconds);
   }
@@ -79,26 +80,42 @@ struct Outbox::Impl {
                   d.round.calling_ae, reason);
   }
 
+  scp::SendResult send(const config::Config& cfg, const config::Peer& peer, Delivery& d) {
+    const scp::StoreTarget target{cfg.node.ae_title, peer.ae_title, peer.host, peer.port, cfg.results.timeout_seconds};
+    const auto started = std::chrono::steady_clock::now();
+    auto result = scp::send_files(
+        target, pending_files(d.round.dir / "out"),
+        [&](const fs::path& f) {
+          spool.mark_sent(d.round, f);
+          ++stats.instances_sent;
+        },
+        [&] { return !interrupt.load(); });
+    stats.send_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+    return result;
+  }
+
   // One attempt; returns true when the delivery is finished (delivered or dead-lettered).
   bool attempt(Delivery& d) {
-    const config::Peer* peer = cfg.find_peer(d.round.calling_ae);
-    if (peer == nullptr) {
-      dead_letter(d, "no [[peers]] entry for " + d.round.calling_ae);
-      return true;
-    }
+    const auto cfg_snapshot = live.get();
+    const config::Config& cfg = *cfg_snapshot;
     if (d.first_attempt == 0) d.first_attempt = now_seconds();
     ++d.attempts;
-    const scp::StoreTarget target{cfg.node.ae_title, peer->ae_title, peer->host, peer->port,
-                                  cfg.results.timeout_seconds};
-    const auto result = scp::send_files(target, pending_files(d.round.dir / "out"), [&](const fs::path& f) {
-      spool.mark_sent(d.round, f);
-      ++stats.instances_sent;
-    });
+    // A peer missing from the configuration is an operator's edit in progress, not a refusal: keep retrying.
+    const config::Peer* peer = cfg.find_peer(d.round.calling_ae);
+    const scp::SendResult result =
+        peer == nullptr ? scp::SendResult{scp::SendOutcome::kTransient,
+                                          "no [[peers]] entry for " + d.round.calling_ae + " (add it and reload)"}
+                        : send(cfg, *peer, d);
+    if (interrupt.load() && result.outcome == scp::SendOutcome::kTransient) {
+      spdlog::info("RESULT_PAUSED study={} round={} note=\"the node is stopping; the rest goes at the next start\"",
+                   d.round.study_key, d.round.round);
+      return false;
+    }
     if (result.outcome == scp::SendOutcome::kDelivered) {
       spool.mark_done(d.round);
       ++stats.rounds_delivered;
       spdlog::info("RESULT_DELIVERED study={} round={} peer={} attempts={}", d.round.study_key, d.round.round,
-                   peer->ae_title, d.attempts);
+                   d.round.calling_ae, d.attempts);
       return true;
     }
     if (result.outcome == scp::SendOutcome::kPermanent) {
@@ -110,11 +127,11 @@ struct Outbox::Impl {
       return true;
     }
     save_state(d, result.reason);
-    const double wait = backoff(d.attempts);
+    const double wait = backoff(cfg, d.attempts);
     d.next = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wait));
     ++stats.retries;
     spdlog::warn("RESULT_RETRY study={} round={} peer={} attempt={} wait_s={:.1f} reason=\"{}\"", d.round.study_key,
-                 d.round.round, peer->ae_title, d.attempts, wait, result.reason);
+                 d.round.round, d.round.calling_ae, d.attempts, wait, result.reason);
     return false;
   }
 
@@ -139,22 +156,24 @@ struct Outbox::Impl {
       } catch (const std::exception& err) {
         spdlog::error("RESULT_DELIVERY_ERROR study={} round={} reason=\"{}\"", d.round.study_key, d.round.round,
                       err.what());
-        d.next = Clock::now() + std::chrono::seconds(static_cast<long>(cfg.results.retry_max_seconds));
+        d.next = Clock::now() + std::chrono::seconds(static_cast<long>(live.get()->results.retry_max_seconds));
         finished = false;
       }
       lock.lock();
       const std::string id = d.round.study_key + "/" + std::to_string(d.round.round);
+      const bool was_retrying = queue.count(id) != 0 && queue[id].attempts > 0;
       if (finished) {
         queue.erase(id);
         --stats.pending;
       } else {
         queue[id] = d;
       }
+      stats.retrying += (!finished && d.attempts > 0 ? 1 : 0) - (was_retrying ? 1 : 0);
     }
   }
 };
 
-Outbox::Outbox(const config::Config& cfg, scp::Spool& spool) : impl_(std::make_unique<Impl>(cfg, spool)) {}
+Outbox::Outbox(const config::Shared& cfg, scp::Spool& spool) : impl_(std::make_unique<Impl>(cfg, spool)) {}
 Outbox::~Outbox() { stop(); }
 
 void Outbox::start() {
@@ -165,6 +184,7 @@ void Outbox::stop() {
   {
     const std::lock_guard guard(impl_->mutex);
     impl_->stopping = true;
+    impl_->interrupt = true;
   }
   impl_->wake.notify_all();
   if (impl_->thread.joinable()) impl_->thread.join();
@@ -176,7 +196,10 @@ void Outbox::submit(const scp::StudyRound& round) {
   {
     const std::lock_guard guard(impl_->mutex);
     const std::string id = round.study_key + "/" + std::to_string(round.round);
-    if (impl_->queue.emplace(id, d).second) ++impl_->stats.pending;
+    if (impl_->queue.emplace(id, d).second) {
+      ++impl_->stats.pending;
+      if (d.attempts > 0) ++impl_->stats.retrying;  // a delivery resumed after a restart
+    }
   }
   impl_->wake.notify_all();
 }

@@ -17,7 +17,7 @@ namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 
 struct Pipeline::Impl {
-  const config::Config& cfg;
+  const config::Shared& cfg;
   scp::Spool& spool;
   std::vector<std::unique_ptr<StudyStep>> steps;
   Outbox* outbox;
@@ -25,6 +25,8 @@ struct Pipeline::Impl {
 
   std::mutex mutex;
   std::map<std::string, Clock::time_point> last_seen;  // open studies, by study key
+  std::map<unsigned long, Clock::time_point> running;  // jobs in progress, by job number
+  unsigned long next_job = 0;
 
   asio::io_context timer_io;
   asio::steady_timer timer{timer_io};
@@ -32,8 +34,10 @@ struct Pipeline::Impl {
   std::unique_ptr<asio::thread_pool> workers;
   std::atomic<bool> stopping{false};
 
-  Impl(const config::Config& c, scp::Spool& s, std::vector<std::unique_ptr<StudyStep>> st, Outbox* o)
-      : cfg(c), spool(s), steps(std::move(st)), outbox(o) {}
+  Impl(const config::Shared& c, scp::Spool& s, std::vector<std::unique_ptr<StudyStep>> st, Outbox* o)
+      : cfg(c), spool(s), steps(std::move(st)), outbox(o) {
+    for (const auto& step : steps) stats.step_seconds.emplace(step->name(), std::make_unique<metrics::Histogram>());
+  }
 
   // Results waiting in out/ go to the outbox, which marks the round done once they are acknowledged.
   void finish(const scp::StudyRound& round) {
@@ -46,20 +50,39 @@ struct Pipeline::Impl {
   }
 
   [[nodiscard]] Clock::duration quiet_period() const {
-    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.study.stable_seconds));
+    return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.get()->study.stable_seconds));
   }
 
   void enqueue(scp::StudyRound round) {
     ++stats.queue_depth;
-    asio::post(*workers, [this, round = std::move(round)] { run_job(round); });
+    asio::post(*workers, [this, round = std::move(round), queued = Clock::now()] {
+      --stats.queue_depth;
+      if (stopping.load()) return;  // still on disk: the next start picks it up
+      stats.queue_wait_seconds.observe(std::chrono::duration<double>(Clock::now() - queued).count());
+      unsigned long job = 0;
+      {
+        const std::lock_guard guard(mutex);
+        job = next_job++;
+        running.emplace(job, Clock::now());
+      }
+      ++stats.jobs_running;
+      run_job(round);
+      --stats.jobs_running;
+      const std::lock_guard guard(mutex);
+      running.erase(job);
+    });
+  }
+
+  void run_step(StudyStep& step, const scp::StudyRound& round) {
+    const auto started = Clock::now();
+    step.run(round, spool);
+    stats.step_seconds.at(step.name())->observe(std::chrono::duration<double>(Clock::now() - started).count());
   }
 
   void run_job(const scp::StudyRound& round) {
-    --stats.queue_depth;
-    if (stopping.load()) return;  // still on disk: the next start picks it up
     const auto started = Clock::now();
     try {
-      for (const auto& step : steps) step->run(round, spool);
+      for (const auto& step : steps) run_step(*step, round);
       finish(round);
       ++stats.jobs_done;
       const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
@@ -114,14 +137,14 @@ struct Pipeline::Impl {
   }
 };
 
-Pipeline::Pipeline(const config::Config& cfg, scp::Spool& spool, std::vector<std::unique_ptr<StudyStep>> steps,
+Pipeline::Pipeline(const config::Shared& cfg, scp::Spool& spool, std::vector<std::unique_ptr<StudyStep>> steps,
                    Outbox* outbox)
     : impl_(std::make_unique<Impl>(cfg, spool, std::move(steps), outbox)) {}
 
 Pipeline::~Pipeline() { stop(); }
 
 void Pipeline::start() {
-  impl_->workers = std::make_unique<asio::thread_pool>(static_cast<size_t>(impl_->cfg.pipeline.workers));
+  impl_->workers = std::make_unique<asio::thread_pool>(static_cast<size_t>(impl_->cfg.get()->pipeline.workers));
   const scp::ScanResult scan = impl_->spool.scan();
   {
     const std::lock_guard guard(impl_->mutex);
@@ -161,5 +184,11 @@ void Pipeline::on_stored(const scp::InstanceInfo& /*info*/, const scp::StoreResu
 }
 
 const PipelineStats& Pipeline::stats() const { return impl_->stats; }
+
+std::chrono::steady_clock::duration Pipeline::longest_running_job() const {
+  const std::lock_guard guard(impl_->mutex);
+  if (impl_->running.empty()) return Clock::duration::zero();
+  return Clock::now() - impl_->running.begin()->second;  // job numbers grow: the first entry is the oldest
+}
 
 }  // namespace nephra::pipeline

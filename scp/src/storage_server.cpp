@@ -12,6 +12,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
 #include <list>
 #include <mutex>
@@ -45,9 +46,11 @@ int open_listen_socket(const std::string& bind, int port) {
 }  // namespace
 
 struct StorageServer::Impl {
-  const config::Config& cfg;
+  const config::Shared& live;
+  const config::Config start_cfg;  // what takes effect only at start: port, bind, AE title, grace
   Spool& spool;
   InstanceSink& sink;
+  ScpStats stats;
   DcmSCPConfig scp_config;
   T_ASC_Network* network = nullptr;
   int listen_fd = -1;
@@ -57,15 +60,16 @@ struct StorageServer::Impl {
 
   struct Worker {
     std::thread thread;
+    int socket_fd = -1;  // shut down to abort the association when the shutdown grace runs out
     std::shared_ptr<std::atomic<bool>> finished = std::make_shared<std::atomic<bool>>(false);
   };
   std::mutex workers_mutex;
   std::list<Worker> workers;
 
-  Impl(const config::Config& c, Spool& s, InstanceSink& k) : cfg(c), spool(s), sink(k) {}
+  Impl(const config::Shared& c, Spool& s, InstanceSink& k) : live(c), start_cfg(*c.get()), spool(s), sink(k) {}
 
   void configure() {
-    scp_config.setAETitle(cfg.node.ae_title.c_str());
+    scp_config.setAETitle(start_cfg.node.ae_title.c_str());
     scp_config.setMaxReceivePDULength(kMaxReceivePdu);
     scp_config.setHostLookupEnabled(OFFalse);
     scp_config.setACSETimeout(30);
@@ -96,15 +100,35 @@ struct StorageServer::Impl {
     ASC_destroyAssociation(&assoc);
   }
 
-  void run_association(T_ASC_Association* assoc) {
+  void run_association(T_ASC_Association* assoc, int fd, std::shared_ptr<const config::Config> cfg) {
     const std::lock_guard guard(workers_mutex);
     Worker& worker = workers.emplace_back();
-    worker.thread = std::thread([this, assoc, done = worker.finished] {
-      StoreScp scp(cfg, spool, sink);
+    worker.socket_fd = fd;
+    ++stats.associations_active;
+    worker.thread = std::thread([this, assoc, cfg = std::move(cfg), done = worker.finished] {
+      StoreScp scp(cfg, spool, sink, stats);
       scp.setSharedConfig(DcmSharedSCPConfig(scp_config));
       scp.run(assoc);
+      --stats.associations_active;
       done->store(true);
     });
+  }
+
+  // Waits for associations in progress to end on their own, at most `grace`; aborts the rest.
+  void drain(std::chrono::duration<double> grace) {
+    const auto deadline = std::chrono::steady_clock::now() + grace;
+    while (reap_workers() > 0 && std::chrono::steady_clock::now() < deadline) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    }
+    const std::lock_guard guard(workers_mutex);
+    for (auto& worker : workers) {
+      if (worker.finished->load()) continue;
+      stats.associations_aborted_at_shutdown.inc();
+      ::shutdown(worker.socket_fd, SHUT_RDWR);
+    }
+    if (!workers.empty()) spdlog::warn("SCP_ASSOC_ABORTED_AT_SHUTDOWN count={}", workers.size());
+    for (auto& worker : workers) worker.thread.join();
+    workers.clear();
   }
 
   void accept_one(int fd) {
@@ -118,6 +142,7 @@ struct StorageServer::Impl {
         ASC_receiveAssociation(network, &assoc, kMaxReceivePdu, nullptr, nullptr, OFFalse, DUL_NOBLOCK, 30);
     dcmExternalSocketHandle.set(-1);
     if (cond.bad()) {
+      stats.associations_failed.inc();
       spdlog::warn("SCP_ASSOC_FAILED reason=\"{}\"", cond.text());
       if (assoc != nullptr) {
         ASC_dropAssociation(assoc);
@@ -127,12 +152,14 @@ struct StorageServer::Impl {
       }
       return;
     }
-    if (reap_workers() >= static_cast<size_t>(cfg.node.max_associations)) {
-      spdlog::warn("SCP_ASSOC_REJECTED reason=too_many_associations max={}", cfg.node.max_associations);
+    auto cfg = live.get();
+    if (reap_workers() >= static_cast<size_t>(cfg->node.max_associations)) {
+      stats.associations_rejected_limit.inc();
+      spdlog::warn("SCP_ASSOC_REJECTED reason=too_many_associations max={}", cfg->node.max_associations);
       reject(assoc, ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
       return;
     }
-    run_association(assoc);
+    run_association(assoc, fd, std::move(cfg));
   }
 
   void listen_loop() {
@@ -148,39 +175,38 @@ struct StorageServer::Impl {
   }
 };
 
-StorageServer::StorageServer(const config::Config& cfg, Spool& spool, InstanceSink& sink)
+StorageServer::StorageServer(const config::Shared& cfg, Spool& spool, InstanceSink& sink)
     : impl_(std::make_unique<Impl>(cfg, spool, sink)) {}
 
 StorageServer::~StorageServer() { stop(); }
 
 void StorageServer::start() {
   impl_->configure();
-  impl_->listen_fd = open_listen_socket(impl_->cfg.node.bind, impl_->cfg.node.port);
+  const auto& node = impl_->start_cfg.node;
+  impl_->listen_fd = open_listen_socket(node.bind, node.port);
   // DCMTK 3.6.7 cannot bind a chosen address, so we listen ourselves and hand each accepted socket over.
   // With an external socket set, DCMTK opens no listening socket of its own.
   // DCMTK may keep that socket and close it when the network is dropped: give it a duplicate.
   impl_->network_fd = ::dup(impl_->listen_fd);
   dcmExternalSocketHandle.set(impl_->network_fd);
-  const OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, impl_->cfg.node.port, 30, &impl_->network);
+  const OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, node.port, 30, &impl_->network);
   dcmExternalSocketHandle.set(-1);
   if (cond.bad()) throw std::runtime_error(std::string("DICOM network: ") + cond.text());
   impl_->listener = std::thread([this] { impl_->listen_loop(); });
-  spdlog::info("SCP_LISTENING ae_title={} bind={} port={} max_associations={}", impl_->cfg.node.ae_title,
-               impl_->cfg.node.bind, impl_->cfg.node.port, impl_->cfg.node.max_associations);
+  spdlog::info("SCP_LISTENING ae_title={} bind={} port={} max_associations={}", node.ae_title, node.bind, node.port,
+               impl_->live.get()->node.max_associations);
 }
 
 void StorageServer::stop() {
   if (!impl_ || impl_->stopping.exchange(true)) return;
   if (impl_->listener.joinable()) impl_->listener.join();
   if (impl_->listen_fd >= 0) ::close(impl_->listen_fd);
-  {
-    const std::lock_guard guard(impl_->workers_mutex);
-    for (auto& worker : impl_->workers) worker.thread.join();
-    impl_->workers.clear();
-  }
+  impl_->drain(std::chrono::duration<double>(impl_->start_cfg.node.shutdown_grace_seconds));
   if (impl_->network != nullptr) ASC_dropNetwork(&impl_->network);
   if (impl_->network_fd >= 0 && ::fcntl(impl_->network_fd, F_GETFD) != -1) ::close(impl_->network_fd);
   spdlog::info("SCP_STOPPED");
 }
+
+const ScpStats& StorageServer::stats() const { return impl_->stats; }
 
 }  // namespace nephra::scp

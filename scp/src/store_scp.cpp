@@ -6,6 +6,7 @@
 #include <dcmtk/dcmnet/diutil.h>
 #include <spdlog/spdlog.h>
 
+#include <chrono>
 #include <memory>
 
 namespace nephra::scp {
@@ -51,18 +52,20 @@ OFCondition add_storage_contexts(DcmSCPConfig& config) {
   return cond;
 }
 
-StoreScp::StoreScp(const config::Config& cfg, Spool& spool, InstanceSink& sink)
-    : cfg_(cfg), spool_(spool), sink_(sink) {}
+StoreScp::StoreScp(std::shared_ptr<const config::Config> cfg, Spool& spool, InstanceSink& sink, ScpStats& stats)
+    : cfg_(std::move(cfg)), spool_(spool), sink_(sink), stats_(stats) {}
 
 OFBool StoreScp::checkCalledAETitleAccepted(const OFString& calledAE) {
-  const bool ok = trim(calledAE.c_str()) == cfg_.node.ae_title;
+  const bool ok = trim(calledAE.c_str()) == cfg_->node.ae_title;
+  if (!ok) stats_.associations_rejected_called_ae.inc();
   if (!ok) spdlog::warn("SCP_ASSOC_REJECTED reason=called_ae_not_recognised called_ae=\"{}\"", calledAE.c_str());
   return ok ? OFTrue : OFFalse;
 }
 
 OFBool StoreScp::checkCallingAETitleAccepted(const OFString& callingAE) {
-  const bool ok = cfg_.find_peer(trim(callingAE.c_str())) != nullptr;
+  const bool ok = cfg_->find_peer(trim(callingAE.c_str())) != nullptr;
   if (!ok) {
+    stats_.associations_rejected_calling_ae.inc();
     spdlog::warn("SCP_ASSOC_REJECTED reason=calling_ae_not_recognised calling_ae=\"{}\" peer={}", callingAE.c_str(),
                  getPeerIP().c_str());
   }
@@ -72,6 +75,7 @@ OFBool StoreScp::checkCallingAETitleAccepted(const OFString& callingAE) {
 void StoreScp::notifyAssociationAcknowledge() {
   stored_ = 0;
   acknowledged_ = true;
+  stats_.associations_accepted.inc();
   spdlog::info("SCP_ASSOC_ACCEPTED calling_ae={} peer={}", getPeerAETitle().c_str(), getPeerIP().c_str());
 }
 
@@ -93,6 +97,7 @@ OFCondition StoreScp::handleIncomingCommand(T_DIMSE_Message* incomingMsg, const 
   const OFCondition cond = receiveSTORERequest(req, presInfo.presentationContextID, received);
   const std::unique_ptr<DcmDataset> dataset(received);
   if (cond.bad()) {
+    stats_.rejected_unreadable.inc();
     spdlog::warn("CSTORE_REFUSED reason=unreadable_dataset calling_ae={} status=0x{:04X} detail=\"{}\"",
                  getPeerAETitle().c_str(), kCannotUnderstand, cond.text());
     // The association may still be usable (a complete but unparsable data set): answer, and let DCMTK
@@ -100,7 +105,9 @@ OFCondition StoreScp::handleIncomingCommand(T_DIMSE_Message* incomingMsg, const 
     const OFCondition sent = sendSTOREResponse(presInfo.presentationContextID, req, kCannotUnderstand);
     return sent.good() ? EC_Normal : sent;
   }
+  const auto started = std::chrono::steady_clock::now();
   const Uint16 status = ingest(req, *dataset);
+  stats_.store_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   return sendSTOREResponse(presInfo.presentationContextID, req, status);
 }
 
@@ -115,10 +122,12 @@ Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, DcmDataset& dataset) {
   info.transfer_syntax_uid = DcmXfer(xfer).getXferID();
 
   if (info.sop_class_uid != req.AffectedSOPClassUID || info.sop_instance_uid != req.AffectedSOPInstanceUID) {
+    stats_.rejected_uid_mismatch.inc();
     spdlog::warn("CSTORE_REFUSED reason=uid_mismatch calling_ae={} status=0x{:04X}", info.calling_ae, kDataSetMismatch);
     return kDataSetMismatch;
   }
   if (info.study_uid.empty() || info.series_uid.empty() || info.sop_instance_uid.empty()) {
+    stats_.rejected_missing_uid.inc();
     spdlog::warn("CSTORE_REFUSED reason=missing_uid calling_ae={} status=0x{:04X}", info.calling_ae, kCannotUnderstand);
     return kCannotUnderstand;
   }
@@ -133,9 +142,11 @@ Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, DcmDataset& dataset) {
   try {
     const StoreResult result = spool_.store(info, writer);
     ++stored_;
+    stats_.instances_stored.inc();
     sink_.on_stored(info, result);
     return STATUS_Success;
   } catch (const std::exception& err) {
+    stats_.rejected_spool_failure.inc();
     spdlog::error("SPOOL_WRITE_FAILED calling_ae={} status=0x{:04X} reason=\"{}\"", info.calling_ae, kOutOfResources,
                   err.what());
     return kOutOfResources;

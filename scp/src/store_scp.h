@@ -2,6 +2,7 @@
 // One association's worker: a DCMTK thread SCP that hands each received instance to the spool.
 #include <dcmtk/dcmnet/scpthrd.h>
 
+#include <memory>
 #include <string>
 
 #include "nephra/config/config.h"
@@ -11,7 +12,8 @@ namespace nephra::scp {
 
 class StoreScp : public DcmThreadSCP {
  public:
-  StoreScp(const config::Config& cfg, Spool& spool, InstanceSink& sink);
+  // `cfg` is the configuration as it was when the association arrived; a reload applies to the next one.
+  StoreScp(std::shared_ptr<const config::Config> cfg, Spool& spool, InstanceSink& sink, ScpStats& stats);
 
  protected:
   OFCondition handleIncomingCommand(T_DIMSE_Message* incomingMsg, const DcmPresentationContextInfo& presInfo) override;
@@ -22,9 +24,10 @@ class StoreScp : public DcmThreadSCP {
   void notifyAbortRequest() override;
 
  private:
-  const config::Config& cfg_;
+  std::shared_ptr<const config::Config> cfg_;
   Spool& spool_;
   InstanceSink& sink_;
+  ScpStats& stats_;
   unsigned stored_ = 0;
   bool acknowledged_ = false;
 

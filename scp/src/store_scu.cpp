@@ -108,7 +108,8 @@ SendResult store_one(T_ASC_Association* assoc, Instance& inst, Uint16 message_id
 }  // namespace
 
 SendResult send_files(const StoreTarget& target, const std::vector<std::filesystem::path>& files,
-                      const std::function<void(const std::filesystem::path&)>& on_ack) {
+                      const std::function<void(const std::filesystem::path&)>& on_ack,
+                      const std::function<bool()>& keep_going) {
   std::vector<Instance> instances;
   std::set<std::string> classes;
   for (const auto& p : files) {
@@ -122,6 +123,10 @@ SendResult send_files(const StoreTarget& target, const std::vector<std::filesyst
   if (SendResult r = associate(target, classes, n); r.outcome != SendOutcome::kDelivered) return r;
   Uint16 message_id = 1;
   for (auto& inst : instances) {
+    if (keep_going && !keep_going()) {
+      ASC_releaseAssociation(n.assoc);
+      return transient("interrupted: the node is stopping");
+    }
     SendResult r = store_one(n.assoc, inst, message_id++);
     if (r.outcome != SendOutcome::kDelivered) {
       ASC_abortAssociation(n.assoc);

@@ -4,6 +4,7 @@
 
 #include <cstdlib>
 #include <fstream>
+#include <sstream>
 #include <stdexcept>
 
 namespace fs = std::filesystem;
@@ -33,19 +34,46 @@ TestNode::TestNode(const fs::path& work_dir, NodeOptions options)
     : work_(work_dir),
       spool_(options.spool_dir.empty() ? work_dir / "spool" : options.spool_dir),
       config_(work_dir / "nephra.toml"),
-      port_(free_port()) {
-  std::ofstream cfg(config_);
+      port_(free_port()),
+      http_port_(free_port()) {
+  write_config(options);
+}
+
+void TestNode::write_config(const NodeOptions& options) {
+  std::ostringstream cfg;
   cfg << "[node]\nae_title = \"NEPHRA\"\nbind = \"127.0.0.1\"\nport = " << port_ << "\nspool_dir = \""
       << spool_.string() << "\"\nmax_associations = " << options.max_associations
       << "\n[study]\nstable_seconds = " << options.stable_seconds << "\n[engine]\nmodel = \""
       << model_manifest().string()
       << "\"\nthreads = 2\n[results]\nretry_initial_seconds = " << options.retry_initial_seconds
-      << "\nretry_max_seconds = " << options.retry_max_seconds << "\n[log]\nlevel = \"debug\"\n";
+      << "\nretry_max_seconds = " << options.retry_max_seconds
+      << "\ntimeout_seconds = " << options.results_timeout_seconds << "\n[http]\nport = " << http_port_
+      << "\n[log]\nlevel = \"debug\"\n";
   for (const auto& ae : options.peers) {
     const auto port = options.peer_ports.find(ae);
     cfg << "[[peers]]\nae_title = \"" << ae
         << "\"\nhost = \"127.0.0.1\"\nport = " << (port == options.peer_ports.end() ? 1 : port->second) << "\n";
   }
+  cfg << options.extra_toml;
+  write_config_text(cfg.str());
+}
+
+void TestNode::write_config_text(const std::string& toml) {
+  const fs::path tmp = config_.string() + ".tmp";
+  std::ofstream(tmp) << toml;
+  fs::rename(tmp, config_);  // the node never reads half a file
+}
+
+std::string TestNode::http_get(const std::string& path, int* status) const {
+  const fs::path body = work_ / "http-body.txt";
+  const fs::path meta = work_ / "http-status.txt";
+  fs::remove(body);
+  fs::remove(meta);  // run() appends
+  const int rc = run({"curl", "-s", "-o", body.string(), "-w", "%{http_code}", "--max-time", "10",
+                      "http://127.0.0.1:" + std::to_string(http_port_) + path},
+                     meta);
+  if (status != nullptr) *status = rc == 0 ? std::atoi(read_file(meta).c_str()) : 0;
+  return rc == 0 && fs::exists(body) ? read_file(body) : std::string();
 }
 
 void TestNode::start() {

@@ -26,6 +26,8 @@ struct NodeOptions {
   std::map<std::string, int> peer_ports;  // results port per peer AE (default 1: nobody listens)
   double retry_initial_seconds = 0.5;
   double retry_max_seconds = 2.0;
+  int results_timeout_seconds = 30;
+  std::string extra_toml;  // appended verbatim (e.g. a [pipeline] table)
 };
 
 class TestNode {
@@ -34,8 +36,18 @@ class TestNode {
   void start();
   void stop();  // SIGTERM, expects exit 0
   void kill9();
+  void signal(int signo) const { process_.signal(signo); }
+  int wait() { return process_.wait(); }
+
+  // Rewrites the node's configuration file (it takes effect on SIGHUP or at the next start).
+  void write_config(const NodeOptions& options);
+  void write_config_text(const std::string& toml);
 
   [[nodiscard]] int port() const { return port_; }
+  [[nodiscard]] int http_port() const { return http_port_; }
+  [[nodiscard]] pid_t pid() const { return process_.pid(); }
+  // Body of GET http://127.0.0.1:<http_port><path>, via curl; empty if the request failed.
+  [[nodiscard]] std::string http_get(const std::string& path, int* status = nullptr) const;
   [[nodiscard]] const std::filesystem::path& spool() const { return spool_; }
   [[nodiscard]] std::string log() const;
   [[nodiscard]] bool running() { return process_.running(); }
@@ -55,6 +67,7 @@ class TestNode {
   std::filesystem::path spool_;
   std::filesystem::path config_;
   int port_;
+  int http_port_;
   Process process_;
 };
 

@@ -51,7 +51,61 @@ TEST(Config, ErrorsNameTheOffendingKey) {
   EXPECT_EQ(error_key("[[peers]]\nae_title=\"X\"\nhost=\"h\"\nport=1\n[[peers]]\nae_title=\"X\"\nhost=\"h\"\nport=2\n"),
             "peers[1].ae_title");
   EXPECT_EQ(error_key("[log]\nlevel = \"loud\"\n"), "log.level");
+  EXPECT_EQ(error_key("[log]\ntarget = \"syslog\"\n"), "log.target");
+  EXPECT_EQ(error_key("[http]\nbind = \"::1\"\n"), "http.bind");
   EXPECT_EQ(error_key("[node\n"), "(syntax)");
+}
+
+// The validator takes its key list and ranges from the schema: every row is checked the same way.
+TEST(Config, EverySchemaKeyRejectsAWrongTypeAndAnOutOfRangeValue) {
+  for (const auto& row : nephra::config::schema()) {
+    const bool peer = row.key.starts_with("peers[].");
+    const std::string name = row.key.substr(row.key.rfind('.') + 1);
+    const std::string section = peer ? "" : row.key.substr(0, row.key.find('.'));
+    const std::string shown = peer ? "peers[0]." + name : row.key;
+    const auto toml_with = [&](const std::string& value) {
+      if (!peer) return "[" + section + "]\n" + name + " = " + value + "\n";
+      std::string t = "[[peers]]\n";
+      for (const char* k : {"ae_title", "host", "port"}) {
+        if (name != k) t += std::string(k) + (std::string(k) == "port" ? " = 104\n" : " = \"X\"\n");
+      }
+      return t + name + " = " + value + "\n";
+    };
+    const std::string wrong_type = row.type == "string" ? "1" : "\"text\"";
+    EXPECT_EQ(error_key(toml_with(wrong_type)), shown) << row.key;
+    if (row.type == "integer" || row.type == "number") {
+      EXPECT_EQ(error_key(toml_with(std::to_string(static_cast<long>(row.max) + 1))), shown) << row.key;
+      EXPECT_EQ(error_key(toml_with(std::to_string(static_cast<long>(row.min) - 1))), shown) << row.key;
+    }
+  }
+}
+
+TEST(Config, DefaultsOfTheStructTheSchemaAndThePrintedFileAgree) {
+  const auto printed = load_string(nephra::config::default_toml());
+  const nephra::config::Config built;
+  EXPECT_EQ(printed.http.port, built.http.port);
+  EXPECT_EQ(printed.http.enabled, built.http.enabled);
+  EXPECT_EQ(printed.log.dcmtk_level, built.log.dcmtk_level);
+  EXPECT_EQ(printed.log.target, built.log.target);
+  EXPECT_DOUBLE_EQ(printed.pipeline.stall_seconds, built.pipeline.stall_seconds);
+  EXPECT_DOUBLE_EQ(printed.node.shutdown_grace_seconds, built.node.shutdown_grace_seconds);
+  EXPECT_EQ(nephra::config::key_info("http.port").default_value, std::to_string(built.http.port));
+  EXPECT_EQ(nephra::config::key_info("node.port").default_value, std::to_string(built.node.port));
+}
+
+TEST(Config, ReloadAppliesLiveKeysAndKeepsRestartOnlyOnes) {
+  const auto running = load_string("[node]\nport = 11112\n[study]\nstable_seconds = 10\n[http]\nport = 8080\n");
+  auto next = load_string(
+      "[node]\nport = 104\n[study]\nstable_seconds = 3\n[http]\nport = 9090\n"
+      "[[peers]]\nae_title = \"NEW\"\nhost = \"h\"\nport = 1\n");
+  std::vector<std::string> needs_restart;
+  const auto applied = nephra::config::apply_reload(running, next, needs_restart);
+  EXPECT_EQ(applied.node.port, 11112);
+  EXPECT_EQ(applied.http.port, 8080);
+  EXPECT_DOUBLE_EQ(applied.study.stable_seconds, 3.0);
+  EXPECT_NE(applied.find_peer("NEW"), nullptr);
+  EXPECT_EQ(needs_restart, (std::vector<std::string>{"node.port", "http.port"}));
+  for (const auto& key : needs_restart) EXPECT_FALSE(nephra::config::key_info(key).live) << key;
 }
 
 TEST(Config, ErrorMessageCarriesLine) {

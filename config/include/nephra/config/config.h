@@ -1,6 +1,8 @@
 #pragma once
 // Typed configuration of the node, parsed once from TOML and validated against one schema table.
 #include <filesystem>
+#include <memory>
+#include <mutex>
 #include <stdexcept>
 #include <string>
 #include <vector>
@@ -20,12 +22,14 @@ struct Config {
     int port = 11112;
     std::filesystem::path spool_dir = "spool";
     int max_associations = 16;
+    double shutdown_grace_seconds = 30.0;
   } node;
   struct Study {
     double stable_seconds = 10.0;
   } study;
   struct Pipeline {
     int workers = 2;
+    double stall_seconds = 900.0;
   } pipeline;
   struct Engine {
     std::filesystem::path model = "models/nephra-kidney-v1.json";
@@ -40,8 +44,15 @@ struct Config {
     double give_up_hours = 72.0;
     int timeout_seconds = 30;
   } results;
+  struct Http {
+    bool enabled = true;
+    std::string bind = "127.0.0.1";
+    int port = 8080;
+  } http;
   struct Log {
     std::string level = "info";
+    std::string dcmtk_level = "warn";
+    std::string target = "auto";
   } log;
   std::vector<Peer> peers;
 
@@ -61,14 +72,41 @@ class ConfigError : public std::runtime_error {
 Config load_file(const std::filesystem::path& path);
 Config load_string(const std::string& toml_text, const std::string& source_name = "<string>");
 
-// One row per key: the validator and the README reference are both generated from it.
+// One row per key: the validator takes key names and ranges from it, and the README reference is generated from it.
 struct KeyInfo {
   std::string key;
-  std::string type;
+  std::string type;  // string, integer, number, boolean
   std::string default_value;
   std::string help;
+  double min = 0;  // integer and number keys
+  double max = 0;
+  bool live = false;  // a SIGHUP applies it; otherwise it takes effect at the next start
 };
 const std::vector<KeyInfo>& schema();
+const KeyInfo& key_info(const std::string& key);  // throws std::out_of_range for a key not in the schema
+
+// What a reload puts in force: `next`, except that keys which only take effect at start keep their running
+// values; those that differ are listed in `needs_restart`.
+Config apply_reload(const Config& running, Config next, std::vector<std::string>& needs_restart);
+
+// The running configuration, replaced as a whole on reload; readers keep the snapshot they took.
+class Shared {
+ public:
+  explicit Shared(Config initial) : current_(std::make_shared<const Config>(std::move(initial))) {}
+  [[nodiscard]] std::shared_ptr<const Config> get() const {
+    const std::lock_guard guard(mutex_);
+    return current_;
+  }
+  void set(Config next) {
+    auto fresh = std::make_shared<const Config>(std::move(next));
+    const std::lock_guard guard(mutex_);
+    current_ = std::move(fresh);
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  std::shared_ptr<const Config> current_;
+};
 std::string reference_markdown();
 std::string default_toml();
 

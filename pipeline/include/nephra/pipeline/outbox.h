@@ -8,6 +8,7 @@
 #include <memory>
 
 #include "nephra/config/config.h"
+#include "nephra/metrics/metrics.h"
 #include "nephra/scp/spool.h"
 
 namespace nephra::pipeline {
@@ -18,17 +19,21 @@ struct DeliveryStats {
   std::atomic<unsigned long> retries{0};
   std::atomic<unsigned long> dead_lettered{0};
   std::atomic<long> pending{0};
+  std::atomic<long> retrying{0};    // pending deliveries that failed at least once
+  metrics::Histogram send_seconds;  // one delivery attempt, successful or not
 };
 
 class Outbox {
  public:
-  Outbox(const config::Config& cfg, scp::Spool& spool);
+  // Peers, retry timing and timeouts are read live from `cfg` at each attempt.
+  Outbox(const config::Shared& cfg, scp::Spool& spool);
   Outbox(const Outbox&) = delete;
   Outbox& operator=(const Outbox&) = delete;
   ~Outbox();
 
   void start();
-  void stop();  // pending deliveries stay on disk for the next start
+  // An association in progress finishes the file it is sending; pending deliveries stay on disk for the next start.
+  void stop();
   void submit(const scp::StudyRound& round);
   [[nodiscard]] const DeliveryStats& stats() const;
 

@@ -7,6 +7,7 @@
 #include <thread>
 
 #include "nephra/config/config.h"
+#include "nephra/metrics/metrics.h"
 #include "nephra/scp/spool.h"
 
 namespace nephra::scp {
@@ -18,17 +19,36 @@ class InstanceSink {
   virtual void on_stored(const InstanceInfo& info, const StoreResult& result) = 0;
 };
 
+struct ScpStats {
+  metrics::Counter instances_stored;
+  metrics::Counter rejected_unreadable;     // the data set could not be parsed
+  metrics::Counter rejected_uid_mismatch;   // data set UIDs differ from the C-STORE request
+  metrics::Counter rejected_missing_uid;    // no Study, Series or SOP Instance UID
+  metrics::Counter rejected_spool_failure;  // the spool could not write it durably
+  metrics::Counter associations_accepted;
+  metrics::Counter associations_rejected_called_ae;
+  metrics::Counter associations_rejected_calling_ae;
+  metrics::Counter associations_rejected_limit;
+  metrics::Counter associations_failed;  // broken before negotiation finished
+  metrics::Counter associations_aborted_at_shutdown;
+  std::atomic<long> associations_active{0};
+  metrics::Histogram store_seconds;  // receive and spool one instance
+};
+
 class StorageServer {
  public:
-  StorageServer(const config::Config& cfg, Spool& spool, InstanceSink& sink);
+  // Reads the port, bind address and AE title once; peers and limits from `cfg` at each association.
+  StorageServer(const config::Shared& cfg, Spool& spool, InstanceSink& sink);
   StorageServer(const StorageServer&) = delete;
   StorageServer& operator=(const StorageServer&) = delete;
   ~StorageServer();
 
   // Binds the port (throws std::runtime_error naming the address if it cannot) and starts accepting.
   void start();
-  // Stops accepting and waits for in-flight associations to end.
+  // Stops accepting; associations in progress get node.shutdown_grace_seconds to end, then are aborted
+  // (their acknowledged instances are already durable; the sender re-sends the rest).
   void stop();
+  [[nodiscard]] const ScpStats& stats() const;
 
  private:
   struct Impl;

@@ -27,7 +27,9 @@ struct SendResult {
 };
 
 // One association for all files; `on_ack` runs after each acknowledged file, before the next one is sent.
+// When `keep_going` returns false before a file, the association is released and the result is transient.
 SendResult send_files(const StoreTarget& target, const std::vector<std::filesystem::path>& files,
-                      const std::function<void(const std::filesystem::path&)>& on_ack);
+                      const std::function<void(const std::filesystem::path&)>& on_ack,
+                      const std::function<bool()>& keep_going = {});
 
 }  // namespace nephra::scp

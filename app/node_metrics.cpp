@@ -1,0 +1,85 @@
+#include "node_metrics.h"
+
+#include <filesystem>
+
+namespace nephra::app {
+namespace {
+
+template <typename T>
+std::function<double()> read(const std::atomic<T>& value) {
+  return [&value] { return static_cast<double>(value.load()); };
+}
+
+void register_scp(metrics::Registry& r, const scp::ScpStats& s) {
+  r.add("nephra_instances_received_total", "CT instances acknowledged after they were spooled durably.",
+        s.instances_stored);
+  const std::string rejected = "nephra_instances_rejected_total";
+  const std::string rejected_help = "C-STORE requests answered with a failure status, by reason.";
+  r.add(rejected, rejected_help, s.rejected_unreadable, {{"reason", "unreadable_dataset"}});
+  r.add(rejected, rejected_help, s.rejected_uid_mismatch, {{"reason", "uid_mismatch"}});
+  r.add(rejected, rejected_help, s.rejected_missing_uid, {{"reason", "missing_uid"}});
+  r.add(rejected, rejected_help, s.rejected_spool_failure, {{"reason", "spool_write_failed"}});
+  const std::string assoc = "nephra_associations_total";
+  const std::string assoc_help = "Incoming associations, by outcome.";
+  r.add(assoc, assoc_help, s.associations_accepted, {{"result", "accepted"}});
+  r.add(assoc, assoc_help, s.associations_rejected_called_ae, {{"result", "rejected_called_ae"}});
+  r.add(assoc, assoc_help, s.associations_rejected_calling_ae, {{"result", "rejected_calling_ae"}});
+  r.add(assoc, assoc_help, s.associations_rejected_limit, {{"result", "rejected_limit"}});
+  r.add(assoc, assoc_help, s.associations_failed, {{"result", "failed"}});
+  r.add(assoc, assoc_help, s.associations_aborted_at_shutdown, {{"result", "aborted_at_shutdown"}});
+  r.add_gauge("nephra_associations_active", "Associations in progress.", read(s.associations_active));
+}
+
+void register_pipeline(metrics::Registry& r, const pipeline::PipelineStats& s, const pipeline::ClassifyStats& c) {
+  r.add_counter("nephra_studies_completed_total", "Study rounds sealed after their quiet period.",
+                read(s.studies_completed));
+  r.add_counter("nephra_late_instances_total", "Instances that arrived after their study was sealed.",
+                read(s.late_instances));
+  r.add_counter("nephra_jobs_total", "Study jobs finished, by result.", read(s.jobs_done), {{"result", "done"}});
+  r.add_counter("nephra_jobs_total", "Study jobs finished, by result.", read(s.jobs_failed), {{"result", "failed"}});
+  r.add_gauge("nephra_queue_depth", "Sealed study rounds waiting for a worker.", read(s.queue_depth));
+  r.add_gauge("nephra_jobs_running", "Study jobs in progress.", read(s.jobs_running));
+  r.add("nephra_slices_classified_total", "Slices the engine classified.", c.slices_classified);
+  r.add("nephra_slices_not_assessed_total", "Classified slices marked not assessed (out of distribution).",
+        c.slices_not_assessed);
+  r.add("nephra_slices_unreadable_total", "Slices that could not be decoded for classification.", c.slices_unreadable);
+}
+
+void register_delivery(metrics::Registry& r, const pipeline::DeliveryStats& s) {
+  r.add_counter("nephra_results_sent_total", "Result instances (SR, SC) the archive acknowledged.",
+                read(s.instances_sent));
+  r.add_counter("nephra_results_delivered_total", "Study rounds whose results were all delivered.",
+                read(s.rounds_delivered));
+  r.add_counter("nephra_results_retries_total", "Failed delivery attempts that will be retried.", read(s.retries));
+  r.add_counter("nephra_results_dead_lettered_total", "Study rounds whose results went to the dead-letter folder.",
+                read(s.dead_lettered));
+  r.add_gauge("nephra_results_pending", "Study rounds whose results wait for delivery.", read(s.pending));
+  r.add_gauge("nephra_results_retrying", "Pending deliveries that failed at least once.", read(s.retrying));
+}
+
+void register_latency(metrics::Registry& r, const NodeParts& p) {
+  const std::string name = "nephra_stage_duration_seconds";
+  const std::string help = "Time spent per stage: store (one instance), queue_wait, each study step, send.";
+  r.add(name, help, p.server.stats().store_seconds, {{"stage", "store"}});
+  r.add(name, help, p.pipeline.stats().queue_wait_seconds, {{"stage", "queue_wait"}});
+  for (const auto& [step, histogram] : p.pipeline.stats().step_seconds)
+    r.add(name, help, *histogram, {{"stage", step}});
+  r.add(name, help, p.outbox.stats().send_seconds, {{"stage", "send"}});
+}
+
+}  // namespace
+
+void register_node_metrics(metrics::Registry& registry, const NodeParts& parts) {
+  register_scp(registry, parts.server.stats());
+  register_pipeline(registry, parts.pipeline.stats(), parts.classify);
+  register_delivery(registry, parts.outbox.stats());
+  register_latency(registry, parts);
+  const std::filesystem::path root = parts.spool.root();
+  registry.add_gauge("nephra_spool_free_bytes", "Space available to the node on the spool's file system.", [root] {
+    std::error_code ec;
+    const auto space = std::filesystem::space(root, ec);
+    return ec ? -1.0 : static_cast<double>(space.available);
+  });
+}
+
+}  // namespace nephra::app
