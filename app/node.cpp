@@ -128,8 +128,15 @@ class Runtime {
   [[nodiscard]] std::string unhealthy_reason() const {
     if (phase_ == Phase::kStarting) return "starting";
     if (phase_ == Phase::kStopping) return "stopping";
+    const auto cfg = parts_.live.get();
+    const std::uintmax_t free_mb = parts_.spool.free_bytes() / (1024U * 1024U);
+    if (free_mb < static_cast<std::uintmax_t>(cfg->node.min_free_spool_mb)) {
+      return "spool low on space: " + std::to_string(free_mb) +
+             " MB free (node.min_free_spool_mb = " + std::to_string(cfg->node.min_free_spool_mb) +
+             "); new studies are refused until space is freed";
+    }
     const double busy = std::chrono::duration<double>(parts_.pipeline->longest_running_job()).count();
-    const double limit = parts_.live.get()->pipeline.stall_seconds;
+    const double limit = cfg->pipeline.stall_seconds;
     if (busy > limit) {
       return "pipeline stalled: a study job has run for " + std::to_string(static_cast<long>(busy)) +
              " s (pipeline.stall_seconds = " + std::to_string(static_cast<long>(limit)) + ")";

@@ -18,13 +18,18 @@ void register_scp(metrics::Registry& r, const scp::ScpStats& s) {
   r.add(rejected, rejected_help, s.rejected_unreadable, {{"reason", "unreadable_dataset"}});
   r.add(rejected, rejected_help, s.rejected_uid_mismatch, {{"reason", "uid_mismatch"}});
   r.add(rejected, rejected_help, s.rejected_missing_uid, {{"reason", "missing_uid"}});
+  r.add(rejected, rejected_help, s.rejected_invalid_uid, {{"reason", "invalid_uid"}});
+  r.add(rejected, rejected_help, s.rejected_spool_low, {{"reason", "spool_low_on_space"}});
+  r.add(rejected, rejected_help, s.rejected_study_full, {{"reason", "study_instance_limit"}});
   r.add(rejected, rejected_help, s.rejected_spool_failure, {{"reason", "spool_write_failed"}});
   const std::string assoc = "nephra_associations_total";
   const std::string assoc_help = "Incoming associations, by outcome.";
   r.add(assoc, assoc_help, s.associations_accepted, {{"result", "accepted"}});
   r.add(assoc, assoc_help, s.associations_rejected_called_ae, {{"result", "rejected_called_ae"}});
   r.add(assoc, assoc_help, s.associations_rejected_calling_ae, {{"result", "rejected_calling_ae"}});
+  r.add(assoc, assoc_help, s.associations_rejected_address, {{"result", "rejected_address"}});
   r.add(assoc, assoc_help, s.associations_rejected_limit, {{"result", "rejected_limit"}});
+  r.add(assoc, assoc_help, s.associations_rejected_spool_low, {{"result", "rejected_spool_low"}});
   r.add(assoc, assoc_help, s.associations_failed, {{"result", "failed"}});
   r.add(assoc, assoc_help, s.associations_aborted_at_shutdown, {{"result", "aborted_at_shutdown"}});
   r.add_gauge("nephra_associations_active", "Associations in progress.", read(s.associations_active));

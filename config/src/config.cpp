@@ -29,6 +29,7 @@ class Reader {
     if (const auto* t = table_at(root_, "study")) {
       check_keys(*t, {"study.", "study."});
       cfg.study.stable_seconds = number(*t, {"study.", "study."}, "stable_seconds", cfg.study.stable_seconds);
+      cfg.study.max_instances = integer(*t, {"study.", "study."}, "max_instances", cfg.study.max_instances);
     }
     if (const auto* t = table_at(root_, "pipeline")) {
       const Place at{"pipeline.", "pipeline."};
@@ -143,6 +144,9 @@ class Reader {
     if (node.spool_dir.empty()) throw ConfigError("node.spool_dir", "must not be empty", line_of(t));
     node.max_associations = integer(t, at, "max_associations", node.max_associations);
     node.shutdown_grace_seconds = number(t, at, "shutdown_grace_seconds", node.shutdown_grace_seconds);
+    node.check_peer_address = boolean(t, at, "check_peer_address", node.check_peer_address);
+    node.max_pdu_bytes = integer(t, at, "max_pdu_bytes", node.max_pdu_bytes);
+    node.min_free_spool_mb = integer(t, at, "min_free_spool_mb", node.min_free_spool_mb);
   }
 
   static void read_engine(const toml::table& t, Config::Engine& e) {
@@ -237,6 +241,7 @@ Config apply_reload(const Config& running, Config next, std::vector<std::string>
   keep("node.bind", next.node.bind, running.node.bind);
   keep("node.port", next.node.port, running.node.port);
   keep("node.spool_dir", next.node.spool_dir, running.node.spool_dir);
+  keep("node.max_pdu_bytes", next.node.max_pdu_bytes, running.node.max_pdu_bytes);
   keep("node.shutdown_grace_seconds", next.node.shutdown_grace_seconds, running.node.shutdown_grace_seconds);
   keep("pipeline.workers", next.pipeline.workers, running.pipeline.workers);
   keep("engine.model", next.engine.model, running.engine.model);

@@ -20,8 +20,20 @@ const std::vector<KeyInfo>& schema() {
        1, 1024, kLive},
       {"node.shutdown_grace_seconds", "number", "30",
        "On SIGTERM, how long associations in progress may take to finish before they are aborted.", 0, 3600, kRestart},
+      {"node.check_peer_address", "boolean", "true",
+       "The caller's IP address must be one that its [[peers]] host resolves to; false trusts the AE title alone.", 0,
+       0, kLive},
+      {"node.max_pdu_bytes", "integer", "65536", "Largest PDU we accept (DICOM maximum length negotiation).", 4096,
+       131072, kRestart},
+      {"node.min_free_spool_mb", "integer", "512",
+       "Spool high-water mark: below this much free space new associations are rejected (transient) and C-STOREs "
+       "answered 0xA700, until space is freed.",
+       0, 1048576, kLive},
       {"study.stable_seconds", "number", "10",
        "Quiet period after a study's last instance before it counts as complete.", 0.1, 86400, kLive},
+      {"study.max_instances", "integer", "5000",
+       "Most instances one study round may hold; more are refused with 0xA700 until the round is sealed.", 1, 1000000,
+       kLive},
       {"pipeline.workers", "integer", "2", "Worker threads that process completed studies.", 1, 64, kRestart},
       {"pipeline.stall_seconds", "number", "900",
        "A study job running longer than this counts as stalled: /healthz reports it and the systemd watchdog is "
@@ -94,9 +106,13 @@ port = 11112
 spool_dir = "spool"
 max_associations = 16
 shutdown_grace_seconds = 30
+check_peer_address = true
+max_pdu_bytes = 65536
+min_free_spool_mb = 512
 
 [study]
 stable_seconds = 10
+max_instances = 5000
 
 [pipeline]
 workers = 2

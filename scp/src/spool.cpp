@@ -108,7 +108,13 @@ void Spool::ensure_study_dir(const InstanceInfo& info, const std::string& key) {
   write_atomic(dir / "study.json", meta.dump(2) + "\n");
 }
 
-StoreResult Spool::store(const InstanceInfo& info, const Writer& write) {
+std::uintmax_t Spool::free_bytes() const {
+  std::error_code ec;
+  const auto space = fs::space(root_, ec);
+  return ec ? 0 : space.available;
+}
+
+StoreResult Spool::store(const InstanceInfo& info, const Writer& write, size_t max_open) {
   StoreResult result;
   result.study_key = study_key_of(info.calling_ae, info.study_uid);
   const fs::path tmp = new_tmp_path();
@@ -124,8 +130,14 @@ StoreResult Spool::store(const InstanceInfo& info, const Writer& write) {
     if (io::make_dir_durable(open_dir)) result.late = !round_numbers(study_dir(result.study_key) / "rounds").empty();
     const fs::path dest = open_dir / (hash_hex(info.sop_instance_uid) + ".dcm");
     result.duplicate = fs::exists(dest);
+    size_t& open_count = open_count_of(result.study_key, open_dir);
+    if (!result.duplicate && max_open > 0 && open_count >= max_open) {
+      throw StudyFullError("the study already holds " + std::to_string(open_count) + " instances (limit " +
+                           std::to_string(max_open) + ")");
+    }
     io::rename_into(tmp, dest);
     io::fsync_path(open_dir);
+    if (!result.duplicate) ++open_count;
   } catch (...) {
     std::error_code ec;
     fs::remove(tmp, ec);
@@ -134,9 +146,23 @@ StoreResult Spool::store(const InstanceInfo& info, const Writer& write) {
   return result;
 }
 
+size_t& Spool::open_count_of(const std::string& study_key, const fs::path& open_dir) {
+  const std::lock_guard guard(locks_mutex_);
+  const auto [it, fresh] = open_counts_.try_emplace(study_key, 0);
+  if (fresh) {
+    std::error_code ec;
+    for (const auto& e : fs::directory_iterator(open_dir, ec)) it->second += e.path().extension() == ".dcm" ? 1U : 0U;
+  }
+  return it->second;
+}
+
 std::optional<StudyRound> Spool::seal(const std::string& study_key) {
   const auto lock = lock_for(study_key);
   const std::lock_guard guard(*lock);
+  {
+    const std::lock_guard counts_guard(locks_mutex_);
+    open_counts_.erase(study_key);
+  }
   const fs::path dir = study_dir(study_key);
   const fs::path open_dir = dir / "open";
   if (!fs::exists(open_dir)) return std::nullopt;

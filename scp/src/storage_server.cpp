@@ -24,7 +24,6 @@ namespace nephra::scp {
 namespace {
 
 constexpr int kAcceptPollMs = 200;
-constexpr Uint32 kMaxReceivePdu = 65536;
 
 int open_listen_socket(const std::string& bind, int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
@@ -70,7 +69,7 @@ struct StorageServer::Impl {
 
   void configure() {
     scp_config.setAETitle(start_cfg.node.ae_title.c_str());
-    scp_config.setMaxReceivePDULength(kMaxReceivePdu);
+    scp_config.setMaxReceivePDULength(static_cast<Uint32>(start_cfg.node.max_pdu_bytes));
     scp_config.setHostLookupEnabled(OFFalse);
     scp_config.setACSETimeout(30);
     scp_config.setDIMSEBlockingMode(DIMSE_NONBLOCKING);
@@ -138,8 +137,8 @@ struct StorageServer::Impl {
     // Hand the accepted socket to DCMTK; only this thread ever sets the (process-wide) handle.
     dcmExternalSocketHandle.set(fd);
     T_ASC_Association* assoc = nullptr;
-    const OFCondition cond =
-        ASC_receiveAssociation(network, &assoc, kMaxReceivePdu, nullptr, nullptr, OFFalse, DUL_NOBLOCK, 30);
+    const OFCondition cond = ASC_receiveAssociation(network, &assoc, static_cast<int>(start_cfg.node.max_pdu_bytes),
+                                                    nullptr, nullptr, OFFalse, DUL_NOBLOCK, 30);
     dcmExternalSocketHandle.set(-1);
     if (cond.bad()) {
       stats.associations_failed.inc();
@@ -156,6 +155,14 @@ struct StorageServer::Impl {
     if (reap_workers() >= static_cast<size_t>(cfg->node.max_associations)) {
       stats.associations_rejected_limit.inc();
       spdlog::warn("SCP_ASSOC_REJECTED reason=too_many_associations max={}", cfg->node.max_associations);
+      reject(assoc, ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
+      return;
+    }
+    const std::uintmax_t free_mb = spool.free_bytes() / (1024U * 1024U);
+    if (free_mb < static_cast<std::uintmax_t>(cfg->node.min_free_spool_mb)) {
+      stats.associations_rejected_spool_low.inc();
+      spdlog::warn("SCP_ASSOC_REJECTED reason=spool_low_on_space free_mb={} min_free_mb={}", free_mb,
+                   cfg->node.min_free_spool_mb);
       reject(assoc, ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
       return;
     }

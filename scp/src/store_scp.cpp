@@ -6,6 +6,10 @@
 #include <dcmtk/dcmnet/diutil.h>
 #include <spdlog/spdlog.h>
 
+#include <arpa/inet.h>
+#include <netdb.h>
+
+#include <algorithm>
 #include <chrono>
 #include <memory>
 
@@ -15,6 +19,29 @@ namespace {
 constexpr Uint16 kOutOfResources = 0xA700;
 constexpr Uint16 kDataSetMismatch = 0xA900;
 constexpr Uint16 kCannotUnderstand = 0xC000;
+
+bool valid_uid(const std::string& uid) {
+  return !uid.empty() && uid.size() <= 64 &&
+         std::all_of(uid.begin(), uid.end(), [](char c) { return c == '.' || (c >= '0' && c <= '9'); });
+}
+
+// Whether `host` (a name or an IPv4 address) resolves to `address`.
+bool host_has_address(const std::string& host, const std::string& address) {
+  if (host == address) return true;
+  addrinfo hints{};
+  hints.ai_family = AF_INET;
+  hints.ai_socktype = SOCK_STREAM;
+  addrinfo* found = nullptr;
+  if (::getaddrinfo(host.c_str(), nullptr, &hints, &found) != 0) return false;
+  bool match = false;
+  for (const addrinfo* a = found; a != nullptr && !match; a = a->ai_next) {
+    char text[INET_ADDRSTRLEN] = {};
+    const auto* in = reinterpret_cast<const sockaddr_in*>(a->ai_addr);
+    match = ::inet_ntop(AF_INET, &in->sin_addr, text, sizeof(text)) != nullptr && address == text;
+  }
+  ::freeaddrinfo(found);
+  return match;
+}
 
 std::string get_string(DcmDataset& ds, const DcmTagKey& tag) {
   OFString value;
@@ -63,13 +90,21 @@ OFBool StoreScp::checkCalledAETitleAccepted(const OFString& calledAE) {
 }
 
 OFBool StoreScp::checkCallingAETitleAccepted(const OFString& callingAE) {
-  const bool ok = cfg_->find_peer(trim(callingAE.c_str())) != nullptr;
-  if (!ok) {
+  const config::Peer* peer = cfg_->find_peer(trim(callingAE.c_str()));
+  if (peer == nullptr) {
     stats_.associations_rejected_calling_ae.inc();
     spdlog::warn("SCP_ASSOC_REJECTED reason=calling_ae_not_recognised calling_ae=\"{}\" peer={}", callingAE.c_str(),
                  getPeerIP().c_str());
+    return OFFalse;
   }
-  return ok ? OFTrue : OFFalse;
+  // An AE title is a name anyone can claim; the address it calls from is harder to fake.
+  if (cfg_->node.check_peer_address && !host_has_address(peer->host, getPeerIP().c_str())) {
+    stats_.associations_rejected_address.inc();
+    spdlog::warn("SCP_ASSOC_REJECTED reason=calling_address_not_allowed calling_ae={} peer={} expected_host={}",
+                 peer->ae_title, getPeerIP().c_str(), peer->host);
+    return OFFalse;
+  }
+  return OFTrue;
 }
 
 void StoreScp::notifyAssociationAcknowledge() {
@@ -131,6 +166,22 @@ Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, DcmDataset& dataset) {
     spdlog::warn("CSTORE_REFUSED reason=missing_uid calling_ae={} status=0x{:04X}", info.calling_ae, kCannotUnderstand);
     return kCannotUnderstand;
   }
+  // They end up in the results we send back: a malformed one would make every SR and SC invalid.
+  if (!valid_uid(info.study_uid) || !valid_uid(info.series_uid) || !valid_uid(info.sop_instance_uid)) {
+    stats_.rejected_invalid_uid.inc();
+    spdlog::warn(
+        "CSTORE_REFUSED reason=invalid_uid calling_ae={} status=0x{:04X} note=\"UIDs are digits and dots, "
+        "at most 64 characters\"",
+        info.calling_ae, kCannotUnderstand);
+    return kCannotUnderstand;
+  }
+  const std::uintmax_t free_mb = spool_.free_bytes() / (1024U * 1024U);
+  if (free_mb < static_cast<std::uintmax_t>(cfg_->node.min_free_spool_mb)) {
+    stats_.rejected_spool_low.inc();
+    spdlog::warn("CSTORE_REFUSED reason=spool_low_on_space calling_ae={} status=0x{:04X} free_mb={} min_free_mb={}",
+                 info.calling_ae, kOutOfResources, free_mb, cfg_->node.min_free_spool_mb);
+    return kOutOfResources;
+  }
 
   const auto writer = [&](const std::filesystem::path& tmp) -> std::string {
     DcmFileFormat file(&dataset, OFFalse);
@@ -140,11 +191,16 @@ Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, DcmDataset& dataset) {
     return saved.good() ? std::string() : std::string(saved.text());
   };
   try {
-    const StoreResult result = spool_.store(info, writer);
+    const StoreResult result = spool_.store(info, writer, static_cast<size_t>(cfg_->study.max_instances));
     ++stored_;
     stats_.instances_stored.inc();
     sink_.on_stored(info, result);
     return STATUS_Success;
+  } catch (const StudyFullError& err) {
+    stats_.rejected_study_full.inc();
+    spdlog::warn("CSTORE_REFUSED reason=study_instance_limit calling_ae={} status=0x{:04X} detail=\"{}\"",
+                 info.calling_ae, kOutOfResources, err.what());
+    return kOutOfResources;
   } catch (const std::exception& err) {
     stats_.rejected_spool_failure.inc();
     spdlog::error("SPOOL_WRITE_FAILED calling_ae={} status=0x{:04X} reason=\"{}\"", info.calling_ae, kOutOfResources,

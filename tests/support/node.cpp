@@ -43,16 +43,20 @@ void TestNode::write_config(const NodeOptions& options) {
   std::ostringstream cfg;
   cfg << "[node]\nae_title = \"NEPHRA\"\nbind = \"127.0.0.1\"\nport = " << port_ << "\nspool_dir = \""
       << spool_.string() << "\"\nmax_associations = " << options.max_associations
-      << "\n[study]\nstable_seconds = " << options.stable_seconds << "\n[engine]\nmodel = \""
-      << model_manifest().string()
+      << "\nmin_free_spool_mb = " << options.min_free_spool_mb
+      << "\ncheck_peer_address = " << (options.check_peer_address ? "true" : "false")
+      << "\n[study]\nstable_seconds = " << options.stable_seconds << "\nmax_instances = " << options.max_instances
+      << "\n[engine]\nmodel = \"" << model_manifest().string()
       << "\"\nthreads = 2\n[results]\nretry_initial_seconds = " << options.retry_initial_seconds
       << "\nretry_max_seconds = " << options.retry_max_seconds
       << "\ntimeout_seconds = " << options.results_timeout_seconds << "\n[http]\nport = " << http_port_
       << "\n[log]\nlevel = \"debug\"\n";
   for (const auto& ae : options.peers) {
     const auto port = options.peer_ports.find(ae);
-    cfg << "[[peers]]\nae_title = \"" << ae
-        << "\"\nhost = \"127.0.0.1\"\nport = " << (port == options.peer_ports.end() ? 1 : port->second) << "\n";
+    const auto host = options.peer_hosts.find(ae);
+    cfg << "[[peers]]\nae_title = \"" << ae << "\"\nhost = \""
+        << (host == options.peer_hosts.end() ? "127.0.0.1" : host->second)
+        << "\"\nport = " << (port == options.peer_ports.end() ? 1 : port->second) << "\n";
   }
   cfg << options.extra_toml;
   write_config_text(cfg.str());

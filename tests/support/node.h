@@ -27,7 +27,11 @@ struct NodeOptions {
   double retry_initial_seconds = 0.5;
   double retry_max_seconds = 2.0;
   int results_timeout_seconds = 30;
-  std::string extra_toml;  // appended verbatim (e.g. a [pipeline] table)
+  int min_free_spool_mb = 0;  // tests run on whatever disk there is
+  int max_instances = 5000;
+  bool check_peer_address = true;
+  std::map<std::string, std::string> peer_hosts;  // host per peer AE (default 127.0.0.1)
+  std::string extra_toml;                         // appended verbatim (e.g. a [pipeline] table)
 };
 
 class TestNode {

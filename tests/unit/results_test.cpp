@@ -404,3 +404,44 @@ TEST_F(ResultsTest, WritersRejectAnIncompleteContext) {
                np::ResultError);
   EXPECT_FALSE(fs::exists(tmp.path() / "x.dcm"));
 }
+
+// Patient names reach the archive's viewer byte for byte, under the character set the archive used.
+struct CharsetCase {
+  const char* name;
+  const char* charset;
+  const char* patient_name;
+};
+
+class ResultsCharsetTest : public ResultsTest, public ::testing::WithParamInterface<CharsetCase> {};
+
+TEST_P(ResultsCharsetTest, SrAndScCarryThePatientNameUnchanged) {
+  const CharsetCase& c = GetParam();
+  source.putAndInsertString(DCM_SpecificCharacterSet, c.charset);
+  source.putAndInsertString(DCM_PatientName, c.patient_name);
+  const fs::path sr = tmp.path() / "sr.dcm";
+  np::write_sr(study_with(0.97), source, ctx, sr);
+  const ng::Slice slice = ng::load_slices(fixtures().at(0), test_model()).at(0);
+  const fs::path sc = tmp.path() / "sc.dcm";
+  np::write_sc(slice, slice_result(0.97), 3, "Tumor", 1, source, ctx, sc);
+
+  for (const auto& file : {sr, sc}) {
+    expect_valid_iod(file, tmp.path());
+    auto ff = load(file);
+    EXPECT_EQ(get(*ff->getDataset(), DCM_SpecificCharacterSet), c.charset) << file;
+    EXPECT_EQ(get(*ff->getDataset(), DCM_PatientName), c.patient_name) << file;
+  }
+}
+
+INSTANTIATE_TEST_SUITE_P(
+    Charsets, ResultsCharsetTest,
+    ::testing::Values(
+        CharsetCase{"latin1", "ISO_IR 100",
+                    "M\xFC"
+                    "ller^J\xF6rg"},
+        CharsetCase{
+            "utf8", "ISO_IR 192",
+            "\xCE\x94\xCE\xB9\xCE\xBF\xCE\xBD\xCF\x85\xCF\x83\xCE\xAF\xCE\xBF\xCF\x82^\xE5\xB1\xB1\xE7\x94\xB0"},
+        // The DICOM standard's own example (PS3.5 H.3.1): Yamada^Tarou in romaji, kanji and hiragana.
+        CharsetCase{"iso2022_ir87", "\\ISO 2022 IR 87",
+                    "Yamada^Tarou=\x1B$B;3ED\x1B(B^\x1B$BB@O:\x1B(B=\x1B$B$d$^$@\x1B(B^\x1B$B$?$m$&\x1B(B"}),
+    [](const ::testing::TestParamInfo<CharsetCase>& p) { return std::string(p.param.name); });

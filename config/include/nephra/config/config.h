@@ -23,9 +23,13 @@ struct Config {
     std::filesystem::path spool_dir = "spool";
     int max_associations = 16;
     double shutdown_grace_seconds = 30.0;
+    bool check_peer_address = true;
+    int max_pdu_bytes = 65536;
+    int min_free_spool_mb = 512;
   } node;
   struct Study {
     double stable_seconds = 10.0;
+    int max_instances = 5000;
   } study;
   struct Pipeline {
     int workers = 2;

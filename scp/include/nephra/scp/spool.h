@@ -8,6 +8,7 @@
 //   studies/<key>/rounds/<n>/     a sealed round: a queued job until it holds the file "done";
 //                                 results wait in out/ and move to sent/ once the archive acknowledged them
 //   dead-letter/<key>-<n>/        results an archive refused for good, with reason.txt
+#include <cstdint>
 #include <filesystem>
 #include <functional>
 #include <map>
@@ -60,6 +61,12 @@ class SpoolError : public std::runtime_error {
   using std::runtime_error::runtime_error;
 };
 
+// The study already holds as many open instances as the configured limit allows.
+class StudyFullError : public SpoolError {
+ public:
+  using SpoolError::SpoolError;
+};
+
 // Lowercase hex SHA-256 of text, truncated to `hex_chars`.
 std::string hash_hex(const std::string& text, size_t hex_chars = 32);
 std::string study_key_of(const std::string& calling_ae, const std::string& study_uid);
@@ -71,8 +78,12 @@ class Spool {
 
   explicit Spool(std::filesystem::path root);
 
-  // Durable on return: data and directory entry are fsync'd. Throws SpoolError and leaves no file on failure.
-  StoreResult store(const InstanceInfo& info, const Writer& write);
+  // Durable on return: data and directory entry are fsync'd. Throws SpoolError and leaves no file on failure;
+  // StudyFullError when the study's open round already holds `max_open` instances (0 = no limit).
+  StoreResult store(const InstanceInfo& info, const Writer& write, size_t max_open = 0);
+
+  // Bytes available to us on the spool's file system.
+  [[nodiscard]] std::uintmax_t free_bytes() const;
 
   // Moves the open round to rounds/<n>; nullopt when nothing is open.
   std::optional<StudyRound> seal(const std::string& study_key);
@@ -96,8 +107,10 @@ class Spool {
   std::filesystem::path root_;
   std::mutex locks_mutex_;
   std::map<std::string, std::shared_ptr<std::mutex>> study_locks_;
+  std::map<std::string, size_t> open_counts_;  // guarded by the study's lock; counted from disk on first use
 
   std::shared_ptr<std::mutex> lock_for(const std::string& study_key);
+  size_t& open_count_of(const std::string& study_key, const std::filesystem::path& open_dir);
   void ensure_study_dir(const InstanceInfo& info, const std::string& key);
   std::filesystem::path new_tmp_path();
   void write_atomic(const std::filesystem::path& dest, const std::string& content);

@@ -24,10 +24,15 @@ struct ScpStats {
   metrics::Counter rejected_unreadable;     // the data set could not be parsed
   metrics::Counter rejected_uid_mismatch;   // data set UIDs differ from the C-STORE request
   metrics::Counter rejected_missing_uid;    // no Study, Series or SOP Instance UID
+  metrics::Counter rejected_invalid_uid;    // a UID that is not digits and dots, or longer than 64
+  metrics::Counter rejected_spool_low;      // free space below node.min_free_spool_mb
+  metrics::Counter rejected_study_full;     // the study round reached study.max_instances
   metrics::Counter rejected_spool_failure;  // the spool could not write it durably
   metrics::Counter associations_accepted;
   metrics::Counter associations_rejected_called_ae;
   metrics::Counter associations_rejected_calling_ae;
+  metrics::Counter associations_rejected_address;  // calling AE known, but not from its peer's address
+  metrics::Counter associations_rejected_spool_low;
   metrics::Counter associations_rejected_limit;
   metrics::Counter associations_failed;  // broken before negotiation finished
   metrics::Counter associations_aborted_at_shutdown;
