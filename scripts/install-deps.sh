@@ -6,7 +6,7 @@ BUILD_PKGS=(build-essential cmake ninja-build pkg-config git
   libdcmtk-dev libopencv-dev libeigen3-dev libboost-dev libspdlog-dev libfmt-dev
   libtomlplusplus-dev nlohmann-json3-dev libsystemd-dev libssl-dev
   libgtest-dev libgmock-dev libbenchmark-dev)
-TEST_PKGS=(dcmtk dicom3tools orthanc libgdcm-tools curl python3 systemd prometheus)
+TEST_PKGS=(dcmtk dicom3tools orthanc libgdcm-tools curl openssl python3 systemd prometheus)
 LINT_PKGS=(clang clang-format clang-tidy)
 TRAIN_PKGS=(python3-torch python3-torchvision python3-onnx python3-opencv python3-sklearn
   python3-matplotlib python3-numpy python3-pydicom libopenblas0-pthread)

@@ -39,9 +39,11 @@ class Reader {
     }
     if (const auto* t = table_at(root_, "engine")) read_engine(*t, cfg.engine);
     if (const auto* t = table_at(root_, "results")) read_results(*t, cfg.results);
+    if (const auto* t = table_at(root_, "tls")) read_tls(*t, cfg.tls);
     if (const auto* t = table_at(root_, "http")) read_http(*t, cfg.http);
     if (const auto* t = table_at(root_, "log")) read_log(*t, cfg.log);
     read_peers(cfg);
+    check_tls_files(cfg);
     return cfg;
   }
 
@@ -176,6 +178,32 @@ class Reader {
     r.timeout_seconds = integer(t, at, "timeout_seconds", r.timeout_seconds);
   }
 
+  static void read_tls(const toml::table& t, Config::Tls& tls) {
+    const Place at{"tls.", "tls."};
+    check_keys(t, at);
+    tls.enabled = boolean(t, at, "enabled", tls.enabled);
+    tls.certificate = string(t, at, "certificate", tls.certificate.string());
+    tls.private_key = string(t, at, "private_key", tls.private_key.string());
+    tls.ca_certificates = string(t, at, "ca_certificates", tls.ca_certificates.string());
+    tls.require_client_certificate = boolean(t, at, "require_client_certificate", tls.require_client_certificate);
+  }
+
+  // TLS in either direction needs all three files; say which is missing rather than fail at the first handshake.
+  void check_tls_files(const Config& cfg) const {
+    const bool used =
+        cfg.tls.enabled || std::any_of(cfg.peers.begin(), cfg.peers.end(), [](const Peer& p) { return p.tls; });
+    if (!used) return;
+    const auto* t = root_.get("tls");
+    const int line = t != nullptr ? line_of(*t) : 0;
+    const std::pair<const char*, const std::filesystem::path*> files[] = {
+        {"tls.certificate", &cfg.tls.certificate},
+        {"tls.private_key", &cfg.tls.private_key},
+        {"tls.ca_certificates", &cfg.tls.ca_certificates}};
+    for (const auto& [key, path] : files) {
+      if (path->empty()) throw ConfigError(key, "is required when tls.enabled or a peer's tls is true", line);
+    }
+  }
+
   static void read_http(const toml::table& t, Config::Http& h) {
     const Place at{"http.", "http."};
     check_keys(t, at);
@@ -206,10 +234,11 @@ class Reader {
       const auto& t = *item.as_table();
       const Place at{"peers[" + std::to_string(index++) + "].", "peers[]."};
       check_keys(t, at);
+      const bool tls = boolean(t, at, "tls", false);
       for (const char* required : {"ae_title", "host", "port"}) {
         if (t.get(required) == nullptr) throw ConfigError(at.shown + required, "is required", line_of(t));
       }
-      Peer peer{string(t, at, "ae_title", ""), string(t, at, "host", ""), integer(t, at, "port", 0)};
+      Peer peer{string(t, at, "ae_title", ""), string(t, at, "host", ""), integer(t, at, "port", 0), tls};
       check_ae_title(at.shown + "ae_title", peer.ae_title, line_of(t));
       if (peer.host.empty()) throw ConfigError(at.shown + "host", "must not be empty", line_of(t));
       if (cfg.find_peer(peer.ae_title) != nullptr) {
@@ -249,6 +278,11 @@ Config apply_reload(const Config& running, Config next, std::vector<std::string>
   keep("engine.batch", next.engine.batch, running.engine.batch);
   keep("results.uid_root", next.results.uid_root, running.results.uid_root);
   keep("results.max_heatmaps", next.results.max_heatmaps, running.results.max_heatmaps);
+  keep("tls.enabled", next.tls.enabled, running.tls.enabled);
+  keep("tls.certificate", next.tls.certificate, running.tls.certificate);
+  keep("tls.private_key", next.tls.private_key, running.tls.private_key);
+  keep("tls.ca_certificates", next.tls.ca_certificates, running.tls.ca_certificates);
+  keep("tls.require_client_certificate", next.tls.require_client_certificate, running.tls.require_client_certificate);
   keep("http.enabled", next.http.enabled, running.http.enabled);
   keep("http.bind", next.http.bind, running.http.bind);
   keep("http.port", next.http.port, running.http.port);

@@ -54,6 +54,17 @@ const std::vector<KeyInfo>& schema() {
       {"results.give_up_hours", "number", "72",
        "After this long without delivery, results go to the dead-letter folder.", 0.001, 8760, kLive},
       {"results.timeout_seconds", "integer", "30", "Network timeout for sending results.", 1, 3600, kLive},
+      {"tls.enabled", "boolean", "false",
+       "The DICOM port accepts DICOM TLS (BCP 195 profile) only; plain associations fail the handshake.", 0, 0,
+       kRestart},
+      {"tls.certificate", "string", "\"\"", "The node's certificate (PEM), for the port and for sending over TLS.", 0,
+       0, kRestart},
+      {"tls.private_key", "string", "\"\"", "Its private key (PEM, unencrypted; keep it readable by the node only).", 0,
+       0, kRestart},
+      {"tls.ca_certificates", "string", "\"\"",
+       "Certificates (PEM) of the authorities whose certificates archives present; checked both ways.", 0, 0, kRestart},
+      {"tls.require_client_certificate", "boolean", "true",
+       "Callers must present a certificate signed by one of those authorities (mutual TLS).", 0, 0, kRestart},
       {"http.enabled", "boolean", "true", "Serve /healthz and /metrics over HTTP.", 0, 0, kRestart},
       {"http.bind", "string", "\"127.0.0.1\"",
        "IPv4 address of the health and metrics endpoint; keep it on loopback unless a firewall guards it.", 0, 0,
@@ -71,6 +82,8 @@ const std::vector<KeyInfo>& schema() {
       {"peers[].ae_title", "string", "(required)", "AE title of an archive allowed to send to us.", 0, 0, kLive},
       {"peers[].host", "string", "(required)", "Host where results for that archive are sent back.", 0, 0, kLive},
       {"peers[].port", "integer", "(required)", "DICOM port of that archive.", 1, 65535, kLive},
+      {"peers[].tls", "boolean", "false", "Send results to that archive over DICOM TLS (needs the [tls] files).", 0, 0,
+       kLive},
   };
   return rows;
 }
@@ -130,6 +143,13 @@ retry_initial_seconds = 5
 retry_max_seconds = 600
 give_up_hours = 72
 timeout_seconds = 30
+
+[tls]
+enabled = false
+certificate = ""
+private_key = ""
+ca_certificates = ""
+require_client_certificate = true
 
 [http]
 enabled = true

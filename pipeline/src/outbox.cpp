@@ -81,7 +81,12 @@ struct Outbox::Impl {
   }
 
   scp::SendResult send(const config::Config& cfg, const config::Peer& peer, Delivery& d) {
-    const scp::StoreTarget target{cfg.node.ae_title, peer.ae_title, peer.host, peer.port, cfg.results.timeout_seconds};
+    const scp::StoreTarget target{cfg.node.ae_title,
+                                  peer.ae_title,
+                                  peer.host,
+                                  peer.port,
+                                  cfg.results.timeout_seconds,
+                                  peer.tls ? &cfg.tls : nullptr};
     const auto started = std::chrono::steady_clock::now();
     auto result = scp::send_files(
         target, pending_files(d.round.dir / "out"),

@@ -19,6 +19,7 @@
 #include <stdexcept>
 
 #include "store_scp.h"
+#include "tls.h"
 
 namespace nephra::scp {
 namespace {
@@ -52,6 +53,7 @@ struct StorageServer::Impl {
   ScpStats stats;
   DcmSCPConfig scp_config;
   T_ASC_Network* network = nullptr;
+  std::unique_ptr<DcmTLSTransportLayer> tls;  // set when tls.enabled; must outlive the network
   int listen_fd = -1;
   int network_fd = -1;
   std::atomic<bool> stopping{false};
@@ -138,7 +140,7 @@ struct StorageServer::Impl {
     dcmExternalSocketHandle.set(fd);
     T_ASC_Association* assoc = nullptr;
     const OFCondition cond = ASC_receiveAssociation(network, &assoc, static_cast<int>(start_cfg.node.max_pdu_bytes),
-                                                    nullptr, nullptr, OFFalse, DUL_NOBLOCK, 30);
+                                                    nullptr, nullptr, tls ? OFTrue : OFFalse, DUL_NOBLOCK, 30);
     dcmExternalSocketHandle.set(-1);
     if (cond.bad()) {
       stats.associations_failed.inc();
@@ -199,9 +201,15 @@ void StorageServer::start() {
   const OFCondition cond = ASC_initializeNetwork(NET_ACCEPTOR, node.port, 30, &impl_->network);
   dcmExternalSocketHandle.set(-1);
   if (cond.bad()) throw std::runtime_error(std::string("DICOM network: ") + cond.text());
+  if (impl_->start_cfg.tls.enabled) {
+    impl_->tls = make_tls_layer(NET_ACCEPTOR, impl_->start_cfg.tls);
+    if (const OFCondition set = ASC_setTransportLayer(impl_->network, impl_->tls.get(), 0); set.bad()) {
+      throw std::runtime_error(std::string("DICOM TLS: ") + set.text());
+    }
+  }
   impl_->listener = std::thread([this] { impl_->listen_loop(); });
-  spdlog::info("SCP_LISTENING ae_title={} bind={} port={} max_associations={}", node.ae_title, node.bind, node.port,
-               impl_->live.get()->node.max_associations);
+  spdlog::info("SCP_LISTENING ae_title={} bind={} port={} tls={} max_associations={}", node.ae_title, node.bind,
+               node.port, impl_->start_cfg.tls.enabled, impl_->live.get()->node.max_associations);
 }
 
 void StorageServer::stop() {

@@ -9,6 +9,8 @@
 #include <memory>
 #include <set>
 
+#include "tls.h"
+
 namespace nephra::scp {
 namespace {
 
@@ -22,6 +24,7 @@ struct Instance {
 };
 
 struct Network {
+  std::unique_ptr<DcmTLSTransportLayer> tls;  // destroyed after the network that uses it
   T_ASC_Network* net = nullptr;
   T_ASC_Parameters* params = nullptr;  // owned by assoc once requested
   T_ASC_Association* assoc = nullptr;
@@ -60,7 +63,18 @@ SendResult associate(const StoreTarget& t, const std::set<std::string>& sop_clas
   if (OFCondition c = ASC_initializeNetwork(NET_REQUESTOR, 0, t.timeout_seconds, &n.net); c.bad()) {
     return transient(std::string("network init: ") + c.text());
   }
+  if (t.tls != nullptr) {
+    try {
+      n.tls = make_tls_layer(NET_REQUESTOR, *t.tls);
+    } catch (const std::exception& err) {
+      return transient(err.what());  // a certificate file an operator can fix: keep the results
+    }
+    if (OFCondition c = ASC_setTransportLayer(n.net, n.tls.get(), 0); c.bad()) {
+      return transient(std::string("TLS: ") + c.text());
+    }
+  }
   ASC_createAssociationParameters(&n.params, kMaxPdu);
+  if (t.tls != nullptr) ASC_setTransportLayerType(n.params, OFTrue);
   ASC_setAPTitles(n.params, t.calling_ae.c_str(), t.called_ae.c_str(), nullptr);
   const std::string peer = t.host + ":" + std::to_string(t.port);
   ASC_setPresentationAddresses(n.params, "localhost", peer.c_str());

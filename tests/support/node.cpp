@@ -2,6 +2,7 @@
 
 #include <signal.h>
 
+#include <algorithm>
 #include <cstdlib>
 #include <fstream>
 #include <sstream>
@@ -57,6 +58,8 @@ void TestNode::write_config(const NodeOptions& options) {
     cfg << "[[peers]]\nae_title = \"" << ae << "\"\nhost = \""
         << (host == options.peer_hosts.end() ? "127.0.0.1" : host->second)
         << "\"\nport = " << (port == options.peer_ports.end() ? 1 : port->second) << "\n";
+    if (std::find(options.peer_tls.begin(), options.peer_tls.end(), ae) != options.peer_tls.end())
+      cfg << "tls = true\n";
   }
   cfg << options.extra_toml;
   write_config_text(cfg.str());

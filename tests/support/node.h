@@ -31,6 +31,7 @@ struct NodeOptions {
   int max_instances = 5000;
   bool check_peer_address = true;
   std::map<std::string, std::string> peer_hosts;  // host per peer AE (default 127.0.0.1)
+  std::vector<std::string> peer_tls;              // peers whose results go over TLS
   std::string extra_toml;                         // appended verbatim (e.g. a [pipeline] table)
 };
 

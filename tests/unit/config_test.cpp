@@ -52,6 +52,10 @@ TEST(Config, ErrorsNameTheOffendingKey) {
             "peers[1].ae_title");
   EXPECT_EQ(error_key("[log]\nlevel = \"loud\"\n"), "log.level");
   EXPECT_EQ(error_key("[log]\ntarget = \"syslog\"\n"), "log.target");
+  EXPECT_EQ(error_key("[tls]\nenabled = true\n"), "tls.certificate");
+  EXPECT_EQ(error_key("[tls]\ncertificate = \"c\"\nprivate_key = \"k\"\n[[peers]]\nae_title = \"X\"\nhost = \"h\"\n"
+                      "port = 1\ntls = true\n"),
+            "tls.ca_certificates");
   EXPECT_EQ(error_key("[http]\nbind = \"::1\"\n"), "http.bind");
   EXPECT_EQ(error_key("[node\n"), "(syntax)");
 }

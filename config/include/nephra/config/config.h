@@ -13,6 +13,7 @@ struct Peer {
   std::string ae_title;
   std::string host;
   int port = 0;
+  bool tls = false;  // results go to this archive over DICOM TLS
 };
 
 struct Config {
@@ -48,6 +49,13 @@ struct Config {
     double give_up_hours = 72.0;
     int timeout_seconds = 30;
   } results;
+  struct Tls {
+    bool enabled = false;  // the DICOM port speaks TLS only
+    std::filesystem::path certificate;
+    std::filesystem::path private_key;
+    std::filesystem::path ca_certificates;
+    bool require_client_certificate = true;
+  } tls;
   struct Http {
     bool enabled = true;
     std::string bind = "127.0.0.1";

@@ -5,6 +5,8 @@
 #include <string>
 #include <vector>
 
+#include "nephra/config/config.h"
+
 namespace nephra::scp {
 
 struct StoreTarget {
@@ -13,6 +15,7 @@ struct StoreTarget {
   std::string host;
   int port = 0;
   int timeout_seconds = 30;
+  const config::Config::Tls* tls = nullptr;  // DICOM TLS with these files; plain TCP when null
 };
 
 enum class SendOutcome {

@@ -1,0 +1,34 @@
+#include "tls.h"
+
+#include <stdexcept>
+#include <string>
+
+namespace nephra::scp {
+namespace {
+
+void check(const OFCondition& cond, const std::string& what) {
+  if (cond.bad()) throw std::runtime_error("TLS: " + what + ": " + cond.text());
+}
+
+}  // namespace
+
+std::unique_ptr<DcmTLSTransportLayer> make_tls_layer(T_ASC_NetworkRole role, const config::Config::Tls& tls) {
+  // OpenSSL seeds itself from the operating system; DCMTK's random-seed file is not needed.
+  auto layer = std::make_unique<DcmTLSTransportLayer>(role, nullptr, OFTrue);
+  check(layer->setTLSProfile(TSP_Profile_BCP195), "BCP 195 profile");
+  check(layer->activateCipherSuites(), "cipher suites");
+  check(layer->setPrivateKeyFile(tls.private_key.c_str(), DCF_Filetype_PEM),
+        "cannot load tls.private_key " + tls.private_key.string());
+  check(layer->setCertificateFile(tls.certificate.c_str(), DCF_Filetype_PEM),
+        "cannot load tls.certificate " + tls.certificate.string());
+  if (!layer->checkPrivateKeyMatchesCertificate()) {
+    throw std::runtime_error("TLS: tls.private_key does not belong to tls.certificate");
+  }
+  check(layer->addTrustedCertificateFile(tls.ca_certificates.c_str(), DCF_Filetype_PEM),
+        "cannot load tls.ca_certificates " + tls.ca_certificates.string());
+  const bool verify = role == NET_REQUESTOR || tls.require_client_certificate;
+  layer->setCertificateVerification(verify ? DCV_requireCertificate : DCV_ignoreCertificate);
+  return layer;
+}
+
+}  // namespace nephra::scp

@@ -1,0 +1,101 @@
+// DICOM TLS both ways, with certificates made here by openssl: DCMTK's storescu sends over TLS, the node sends its
+// results to a TLS-only storescp, and callers without a trusted certificate are turned away.
+#include <gtest/gtest.h>
+#include <signal.h>
+
+#include "node.h"
+
+namespace fs = std::filesystem;
+using nephra::test::NodeOptions;
+using nephra::test::TempDir;
+using nephra::test::TestNode;
+
+namespace {
+
+void openssl(const std::vector<std::string>& args, const fs::path& dir) {
+  std::vector<std::string> argv = {"openssl"};
+  argv.insert(argv.end(), args.begin(), args.end());
+  if (nephra::test::run(argv, dir / "openssl.log") != 0) {
+    throw std::runtime_error("openssl failed: " + nephra::test::read_file(dir / "openssl.log"));
+  }
+}
+
+// A certificate for `name` signed by the test authority (or self-signed when `ca` is empty).
+void make_certificate(const fs::path& dir, const std::string& name, const std::string& ca) {
+  const std::string key = (dir / (name + ".key")).string();
+  const std::string crt = (dir / (name + ".crt")).string();
+  if (ca.empty()) {
+    openssl({"req", "-x509", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", crt, "-days", "2", "-subj",
+             "/CN=" + name},
+            dir);
+    return;
+  }
+  const std::string csr = (dir / (name + ".csr")).string();
+  openssl({"req", "-newkey", "rsa:2048", "-nodes", "-keyout", key, "-out", csr, "-subj", "/CN=" + name}, dir);
+  openssl({"x509", "-req", "-in", csr, "-CA", (dir / (ca + ".crt")).string(), "-CAkey", (dir / (ca + ".key")).string(),
+           "-CAcreateserial", "-out", crt, "-days", "2"},
+          dir);
+}
+
+std::string pem(const fs::path& dir, const std::string& name, const char* ext) { return (dir / (name + ext)).string(); }
+
+size_t files_in(const fs::path& dir) {
+  size_t n = 0;
+  std::error_code ec;
+  for (const auto& e : fs::directory_iterator(dir, ec)) n += e.is_regular_file() ? 1U : 0U;
+  return n;
+}
+
+}  // namespace
+
+TEST(Tls, StudiesArriveAndResultsLeaveOverTlsAndUntrustedCallersAreRefused) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl is not installed";
+  TempDir tmp;
+  const fs::path pki = tmp.path() / "pki";
+  fs::create_directories(pki);
+  make_certificate(pki, "ca", "");
+  make_certificate(pki, "nephra", "ca");
+  make_certificate(pki, "archive", "ca");
+  make_certificate(pki, "stranger", "");  // not signed by the authority
+
+  const fs::path received = tmp.path() / "received";
+  fs::create_directories(received);
+  const int archive_port = nephra::test::free_port();
+  nephra::test::Process archive(
+      {"storescp", "+tls", pem(pki, "archive", ".key"), pem(pki, "archive", ".crt"), "+cf", pem(pki, "ca", ".crt"),
+       "-od", received.string(), "-aet", "STORESCU", std::to_string(archive_port)},
+      tmp.path() / "storescp.log");
+
+  NodeOptions options;
+  options.stable_seconds = 0.5;
+  options.peers = {"STORESCU"};
+  options.peer_ports = {{"STORESCU", archive_port}};
+  options.extra_toml = "[tls]\nenabled = true\ncertificate = \"" + pem(pki, "nephra", ".crt") + "\"\nprivate_key = \"" +
+                       pem(pki, "nephra", ".key") + "\"\nca_certificates = \"" + pem(pki, "ca", ".crt") + "\"\n";
+  options.peer_tls = {"STORESCU"};
+  TestNode node(tmp.path(), options);
+  node.start();
+  EXPECT_NE(node.log().find("tls=true"), std::string::npos);
+
+  const std::string fixture = (nephra::test::source_dir() / "tests" / "data" / "tcia-kidney-slices").string();
+  EXPECT_NE(node.storescu("STORESCU", {fixture}, "plain.log"), 0) << "a plain association must not get through";
+  EXPECT_NE(node.storescu(
+                "STORESCU", {fixture}, "stranger.log",
+                {"+tls", pem(pki, "stranger", ".key"), pem(pki, "stranger", ".crt"), "+cf", pem(pki, "ca", ".crt")}),
+            0)
+      << "a certificate from no trusted authority must not get through";
+  EXPECT_EQ(node.open_instances(), 0U);
+
+  ASSERT_EQ(
+      node.storescu("STORESCU", {fixture}, "tls.log",
+                    {"+tls", pem(pki, "archive", ".key"), pem(pki, "archive", ".crt"), "+cf", pem(pki, "ca", ".crt")}),
+      0)
+      << nephra::test::read_file(tmp.path() / "tls.log");
+  ASSERT_TRUE(nephra::test::wait_until([&] { return node.log().find("RESULT_DELIVERED") != std::string::npos; },
+                                       std::chrono::seconds(60)))
+      << node.log();
+  EXPECT_GE(files_in(received), 1U) << "the SR (and any heatmaps) arrive at the TLS-only archive";
+  node.stop();
+  archive.signal(SIGTERM);
+  archive.wait();
+}
