@@ -129,7 +129,7 @@ class Runtime {
     if (phase_ == Phase::kStarting) return "starting";
     if (phase_ == Phase::kStopping) return "stopping";
     const auto cfg = parts_.live.get();
-    const std::uintmax_t free_mb = parts_.spool.free_bytes() / (1024U * 1024U);
+    const std::uintmax_t free_mb = parts_.spool.free_mb();
     if (free_mb < static_cast<std::uintmax_t>(cfg->node.min_free_spool_mb)) {
       return "spool low on space: " + std::to_string(free_mb) +
              " MB free (node.min_free_spool_mb = " + std::to_string(cfg->node.min_free_spool_mb) +
@@ -187,16 +187,16 @@ class Runtime {
       reloads_applied_.inc();
       spdlog::info("CONFIG_RELOADED path={} peers={}", config_path_.string(), peers);
       if (!needs_restart.empty()) {
-        spdlog::warn("CONFIG_RELOAD_NEEDS_RESTART keys={} note=\"running values kept until the next start\"",
+        spdlog::warn(R"(CONFIG_RELOAD_NEEDS_RESTART keys={} note="running values kept until the next start")",
                      join(needs_restart));
       }
     } catch (const config::ConfigError& err) {
       reloads_rejected_.inc();
-      spdlog::error("CONFIG_RELOAD_REJECTED path={} key={} reason=\"{}\" note=\"the running configuration stays\"",
+      spdlog::error(R"(CONFIG_RELOAD_REJECTED path={} key={} reason="{}" note="the running configuration stays")",
                     config_path_.string(), err.key(), err.what());
     } catch (const std::exception& err) {
       reloads_rejected_.inc();
-      spdlog::error("CONFIG_RELOAD_REJECTED path={} reason=\"{}\" note=\"the running configuration stays\"",
+      spdlog::error(R"(CONFIG_RELOAD_REJECTED path={} reason="{}" note="the running configuration stays")",
                     config_path_.string(), err.what());
     }
     notify_ready(status_line());
@@ -218,7 +218,7 @@ class Runtime {
       if (ec) return;
       const std::string reason = unhealthy_reason();
       if (reason.rfind("pipeline stalled", 0) == 0) {
-        if (!stall_reported_) spdlog::critical("PIPELINE_STALLED reason=\"{}\" note=\"watchdog not fed\"", reason);
+        if (!stall_reported_) spdlog::critical(R"(PIPELINE_STALLED reason="{}" note="watchdog not fed")", reason);
         stall_reported_ = true;
       } else {
         stall_reported_ = false;

@@ -5,88 +5,92 @@
 
 namespace nephra::config {
 
-const std::vector<KeyInfo>& schema() {
-  constexpr bool kLive = true;
-  constexpr bool kRestart = false;
-  static const std::vector<KeyInfo> rows = {
-      {"node.ae_title", "string", "\"NEPHRA\"",
-       "Our AE title (1-16 characters, no backslash); callers must address it.", 0, 0, kRestart},
-      {"node.bind", "string", "\"127.0.0.1\"",
-       "IPv4 address the DICOM port listens on; \"0.0.0.0\" for every interface.", 0, 0, kRestart},
-      {"node.port", "integer", "11112", "DICOM port; below 1024 needs CAP_NET_BIND_SERVICE.", 1, 65535, kRestart},
-      {"node.spool_dir", "string", "\"spool\"",
-       "Durable spool folder (relative paths are taken from the working directory).", 0, 0, kRestart},
-      {"node.max_associations", "integer", "16", "Concurrent associations; more are rejected (local limit exceeded).",
-       1, 1024, kLive},
-      {"node.shutdown_grace_seconds", "number", "30",
-       "On SIGTERM, how long associations in progress may take to finish before they are aborted.", 0, 3600, kRestart},
-      {"node.check_peer_address", "boolean", "true",
-       "The caller's IP address must be one that its [[peers]] host resolves to; false trusts the AE title alone.", 0,
-       0, kLive},
-      {"node.max_pdu_bytes", "integer", "65536", "Largest PDU we accept (DICOM maximum length negotiation).", 4096,
-       131072, kRestart},
-      {"node.min_free_spool_mb", "integer", "512",
-       "Spool high-water mark: below this much free space new associations are rejected (transient) and C-STOREs "
-       "answered 0xA700, until space is freed.",
-       0, 1048576, kLive},
-      {"study.stable_seconds", "number", "10",
-       "Quiet period after a study's last instance before it counts as complete.", 0.1, 86400, kLive},
-      {"study.max_instances", "integer", "5000",
-       "Most instances one study round may hold; more are refused with 0xA700 until the round is sealed.", 1, 1000000,
-       kLive},
-      {"pipeline.workers", "integer", "2", "Worker threads that process completed studies.", 1, 64, kRestart},
-      {"pipeline.stall_seconds", "number", "900",
-       "A study job running longer than this counts as stalled: /healthz reports it and the systemd watchdog is "
-       "no longer fed, so systemd restarts the node.",
-       10, 86400, kLive},
-      {"engine.model", "string", "\"models/nephra-kidney-v1.json\"",
-       "Model manifest (JSON beside its ONNX file); its sha256 is checked at start.", 0, 0, kRestart},
-      {"engine.threads", "integer", "0", "CPU threads for inference (0 = all cores).", 0, 256, kRestart},
-      {"engine.batch", "integer", "8", "Slices per network batch.", 1, 256, kRestart},
-      {"results.uid_root", "string", "\"2.25\"",
-       "UID root for result instances; UIDs are derived from it, the study and the model, so re-sends never "
-       "duplicate. Put your organisation's root here.",
-       0, 0, kRestart},
-      {"results.max_heatmaps", "integer", "20", "Most heatmap Secondary Capture images per study.", 0, 1000, kRestart},
-      {"results.retry_initial_seconds", "number", "5",
-       "First wait before re-sending results to an unreachable archive; doubles each time.", 0.1, 86400, kLive},
-      {"results.retry_max_seconds", "number", "600", "Longest wait between two delivery attempts.", 0.1, 86400, kLive},
-      {"results.give_up_hours", "number", "72",
-       "After this long without delivery, results go to the dead-letter folder.", 0.001, 8760, kLive},
-      {"results.timeout_seconds", "integer", "30", "Network timeout for sending results.", 1, 3600, kLive},
-      {"tls.enabled", "boolean", "false",
-       "The DICOM port accepts DICOM TLS (BCP 195 profile) only; plain associations fail the handshake.", 0, 0,
-       kRestart},
-      {"tls.certificate", "string", "\"\"", "The node's certificate (PEM), for the port and for sending over TLS.", 0,
-       0, kRestart},
-      {"tls.private_key", "string", "\"\"", "Its private key (PEM, unencrypted; keep it readable by the node only).", 0,
-       0, kRestart},
-      {"tls.ca_certificates", "string", "\"\"",
-       "Certificates (PEM) of the authorities whose certificates archives present; checked both ways.", 0, 0, kRestart},
-      {"tls.require_client_certificate", "boolean", "true",
-       "Callers must present a certificate signed by one of those authorities (mutual TLS).", 0, 0, kRestart},
-      {"http.enabled", "boolean", "true", "Serve /healthz and /metrics over HTTP.", 0, 0, kRestart},
-      {"http.bind", "string", "\"127.0.0.1\"",
-       "IPv4 address of the health and metrics endpoint; keep it on loopback unless a firewall guards it.", 0, 0,
-       kRestart},
-      {"http.port", "integer", "8080", "Port of the health and metrics endpoint.", 1, 65535, kRestart},
-      {"log.level", "string", "\"info\"", "One of trace, debug, info, warn, error.", 0, 0, kLive},
-      {"log.dcmtk_level", "string", "\"warn\"",
-       "Level of DCMTK's own messages (same names). debug and trace dump DICOM headers, patient data included: "
-       "only for troubleshooting.",
-       0, 0, kLive},
-      {"log.target", "string", "\"auto\"",
-       "console (stderr), journal (native journald fields), or auto: journal when systemd connected the output "
-       "to it.",
-       0, 0, kRestart},
-      {"peers[].ae_title", "string", "(required)", "AE title of an archive allowed to send to us.", 0, 0, kLive},
-      {"peers[].host", "string", "(required)", "Host where results for that archive are sent back.", 0, 0, kLive},
-      {"peers[].port", "integer", "(required)", "DICOM port of that archive.", 1, 65535, kLive},
-      {"peers[].tls", "boolean", "false", "Send results to that archive over DICOM TLS (needs the [tls] files).", 0, 0,
-       kLive},
-  };
-  return rows;
-}
+namespace {
+
+constexpr bool kLive = true;
+constexpr bool kRestart = false;
+
+// A table, not logic: one row per key, in the order the reference prints them.
+const std::vector<KeyInfo> kRows = {
+    {"node.ae_title", "string", "\"NEPHRA\"", "Our AE title (1-16 characters, no backslash); callers must address it.",
+     0, 0, kRestart},
+    {"node.bind", "string", "\"127.0.0.1\"", "IPv4 address the DICOM port listens on; \"0.0.0.0\" for every interface.",
+     0, 0, kRestart},
+    {"node.port", "integer", "11112", "DICOM port; below 1024 needs CAP_NET_BIND_SERVICE.", 1, 65535, kRestart},
+    {"node.spool_dir", "string", "\"spool\"",
+     "Durable spool folder (relative paths are taken from the working directory).", 0, 0, kRestart},
+    {"node.max_associations", "integer", "16", "Concurrent associations; more are rejected (local limit exceeded).", 1,
+     1024, kLive},
+    {"node.shutdown_grace_seconds", "number", "30",
+     "On SIGTERM, how long associations in progress may take to finish before they are aborted.", 0, 3600, kRestart},
+    {"node.check_peer_address", "boolean", "true",
+     "The caller's IP address must be one that its [[peers]] host resolves to; false trusts the AE title alone.", 0, 0,
+     kLive},
+    {"node.max_pdu_bytes", "integer", "65536", "Largest PDU we accept (DICOM maximum length negotiation).", 4096,
+     131072, kRestart},
+    {"node.min_free_spool_mb", "integer", "512",
+     "Spool high-water mark: below this much free space new associations are rejected (transient) and C-STOREs "
+     "answered 0xA700, until space is freed.",
+     0, 1048576, kLive},
+    {"study.stable_seconds", "number", "10", "Quiet period after a study's last instance before it counts as complete.",
+     0.1, 86400, kLive},
+    {"study.max_instances", "integer", "5000",
+     "Most instances one study round may hold; more are refused with 0xA700 until the round is sealed.", 1, 1000000,
+     kLive},
+    {"pipeline.workers", "integer", "2", "Worker threads that process completed studies.", 1, 64, kRestart},
+    {"pipeline.stall_seconds", "number", "900",
+     "A study job running longer than this counts as stalled: /healthz reports it and the systemd watchdog is "
+     "no longer fed, so systemd restarts the node.",
+     10, 86400, kLive},
+    {"engine.model", "string", "\"models/nephra-kidney-v1.json\"",
+     "Model manifest (JSON beside its ONNX file); its sha256 is checked at start.", 0, 0, kRestart},
+    {"engine.threads", "integer", "0", "CPU threads for inference (0 = all cores).", 0, 256, kRestart},
+    {"engine.batch", "integer", "8", "Slices per network batch.", 1, 256, kRestart},
+    {"results.uid_root", "string", "\"2.25\"",
+     "UID root for result instances; UIDs are derived from it, the study and the model, so re-sends never "
+     "duplicate. Put your organisation's root here.",
+     0, 0, kRestart},
+    {"results.max_heatmaps", "integer", "20", "Most heatmap Secondary Capture images per study.", 0, 1000, kRestart},
+    {"results.retry_initial_seconds", "number", "5",
+     "First wait before re-sending results to an unreachable archive; doubles each time.", 0.1, 86400, kLive},
+    {"results.retry_max_seconds", "number", "600", "Longest wait between two delivery attempts.", 0.1, 86400, kLive},
+    {"results.give_up_hours", "number", "72", "After this long without delivery, results go to the dead-letter folder.",
+     0.001, 8760, kLive},
+    {"results.timeout_seconds", "integer", "30", "Network timeout for sending results.", 1, 3600, kLive},
+    {"tls.enabled", "boolean", "false",
+     "The DICOM port accepts DICOM TLS (BCP 195 profile) only; plain associations fail the handshake.", 0, 0, kRestart},
+    {"tls.certificate", "string", "\"\"", "The node's certificate (PEM), for the port and for sending over TLS.", 0, 0,
+     kRestart},
+    {"tls.private_key", "string", "\"\"", "Its private key (PEM, unencrypted; keep it readable by the node only).", 0,
+     0, kRestart},
+    {"tls.ca_certificates", "string", "\"\"",
+     "Certificates (PEM) of the authorities whose certificates archives present; checked both ways.", 0, 0, kRestart},
+    {"tls.require_client_certificate", "boolean", "true",
+     "Callers must present a certificate signed by one of those authorities (mutual TLS).", 0, 0, kRestart},
+    {"http.enabled", "boolean", "true", "Serve /healthz and /metrics over HTTP.", 0, 0, kRestart},
+    {"http.bind", "string", "\"127.0.0.1\"",
+     "IPv4 address of the health and metrics endpoint; keep it on loopback unless a firewall guards it.", 0, 0,
+     kRestart},
+    {"http.port", "integer", "8080", "Port of the health and metrics endpoint.", 1, 65535, kRestart},
+    {"log.level", "string", "\"info\"", "One of trace, debug, info, warn, error.", 0, 0, kLive},
+    {"log.dcmtk_level", "string", "\"warn\"",
+     "Level of DCMTK's own messages (same names). debug and trace dump DICOM headers, patient data included: "
+     "only for troubleshooting.",
+     0, 0, kLive},
+    {"log.target", "string", "\"auto\"",
+     "console (stderr), journal (native journald fields), or auto: journal when systemd connected the output "
+     "to it.",
+     0, 0, kRestart},
+    {"peers[].ae_title", "string", "(required)", "AE title of an archive allowed to send to us.", 0, 0, kLive},
+    {"peers[].host", "string", "(required)", "Host where results for that archive are sent back.", 0, 0, kLive},
+    {"peers[].port", "integer", "(required)", "DICOM port of that archive.", 1, 65535, kLive},
+    {"peers[].tls", "boolean", "false", "Send results to that archive over DICOM TLS (needs the [tls] files).", 0, 0,
+     kLive},
+};
+
+}  // namespace
+
+const std::vector<KeyInfo>& schema() { return kRows; }
 
 const KeyInfo& key_info(const std::string& key) {
   for (const auto& row : schema()) {

@@ -218,7 +218,7 @@ void Spool::mark_sent(const StudyRound& round, const fs::path& out_file) {
 
 fs::path Spool::dead_letter(const StudyRound& round, const std::string& reason) {
   const fs::path parent = root_ / "dead-letter";
-  const fs::path dest = parent / (round.study_key + "-" + std::to_string(round.round));
+  fs::path dest = parent / (round.study_key + "-" + std::to_string(round.round));
   io::make_dir_durable(parent);
   if (fs::exists(round.dir / "out")) {
     io::rename_into(round.dir / "out", dest);

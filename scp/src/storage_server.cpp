@@ -160,7 +160,7 @@ struct StorageServer::Impl {
       reject(assoc, ASC_REASON_SP_PRES_LOCALLIMITEXCEEDED);
       return;
     }
-    const std::uintmax_t free_mb = spool.free_bytes() / (1024U * 1024U);
+    const std::uintmax_t free_mb = spool.free_mb();
     if (free_mb < static_cast<std::uintmax_t>(cfg->node.min_free_spool_mb)) {
       stats.associations_rejected_spool_low.inc();
       spdlog::warn("SCP_ASSOC_REJECTED reason=spool_low_on_space free_mb={} min_free_mb={}", free_mb,

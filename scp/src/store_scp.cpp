@@ -12,6 +12,7 @@
 #include <algorithm>
 #include <chrono>
 #include <memory>
+#include <optional>
 
 namespace nephra::scp {
 namespace {
@@ -146,16 +147,8 @@ OFCondition StoreScp::handleIncomingCommand(T_DIMSE_Message* incomingMsg, const 
   return sendSTOREResponse(presInfo.presentationContextID, req, status);
 }
 
-Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, DcmDataset& dataset) {
-  InstanceInfo info;
-  info.calling_ae = trim(getPeerAETitle().c_str());
-  info.sop_class_uid = get_string(dataset, DCM_SOPClassUID);
-  info.sop_instance_uid = get_string(dataset, DCM_SOPInstanceUID);
-  info.study_uid = get_string(dataset, DCM_StudyInstanceUID);
-  info.series_uid = get_string(dataset, DCM_SeriesInstanceUID);
-  const E_TransferSyntax xfer = dataset.getOriginalXfer();
-  info.transfer_syntax_uid = DcmXfer(xfer).getXferID();
-
+// The checks that come before anything is written; nullopt when the instance may be stored.
+std::optional<Uint16> StoreScp::refusal(const T_DIMSE_C_StoreRQ& req, const InstanceInfo& info) {
   if (info.sop_class_uid != req.AffectedSOPClassUID || info.sop_instance_uid != req.AffectedSOPInstanceUID) {
     stats_.rejected_uid_mismatch.inc();
     spdlog::warn("CSTORE_REFUSED reason=uid_mismatch calling_ae={} status=0x{:04X}", info.calling_ae, kDataSetMismatch);
@@ -169,19 +162,31 @@ Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, DcmDataset& dataset) {
   // They end up in the results we send back: a malformed one would make every SR and SC invalid.
   if (!valid_uid(info.study_uid) || !valid_uid(info.series_uid) || !valid_uid(info.sop_instance_uid)) {
     stats_.rejected_invalid_uid.inc();
-    spdlog::warn(
-        "CSTORE_REFUSED reason=invalid_uid calling_ae={} status=0x{:04X} note=\"UIDs are digits and dots, "
-        "at most 64 characters\"",
-        info.calling_ae, kCannotUnderstand);
+    spdlog::warn(R"(CSTORE_REFUSED reason=invalid_uid calling_ae={} status=0x{:04X} note="UIDs are digits and dots, )"
+                 R"(at most 64 characters")",
+                 info.calling_ae, kCannotUnderstand);
     return kCannotUnderstand;
   }
-  const std::uintmax_t free_mb = spool_.free_bytes() / (1024U * 1024U);
+  const std::uintmax_t free_mb = spool_.free_mb();
   if (free_mb < static_cast<std::uintmax_t>(cfg_->node.min_free_spool_mb)) {
     stats_.rejected_spool_low.inc();
     spdlog::warn("CSTORE_REFUSED reason=spool_low_on_space calling_ae={} status=0x{:04X} free_mb={} min_free_mb={}",
                  info.calling_ae, kOutOfResources, free_mb, cfg_->node.min_free_spool_mb);
     return kOutOfResources;
   }
+  return std::nullopt;
+}
+
+Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, DcmDataset& dataset) {
+  InstanceInfo info;
+  info.calling_ae = trim(getPeerAETitle().c_str());
+  info.sop_class_uid = get_string(dataset, DCM_SOPClassUID);
+  info.sop_instance_uid = get_string(dataset, DCM_SOPInstanceUID);
+  info.study_uid = get_string(dataset, DCM_StudyInstanceUID);
+  info.series_uid = get_string(dataset, DCM_SeriesInstanceUID);
+  const E_TransferSyntax xfer = dataset.getOriginalXfer();
+  info.transfer_syntax_uid = DcmXfer(xfer).getXferID();
+  if (const auto status = refusal(req, info)) return *status;
 
   const auto writer = [&](const std::filesystem::path& tmp) -> std::string {
     DcmFileFormat file(&dataset, OFFalse);

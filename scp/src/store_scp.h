@@ -3,6 +3,7 @@
 #include <dcmtk/dcmnet/scpthrd.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "nephra/config/config.h"
@@ -32,6 +33,7 @@ class StoreScp : public DcmThreadSCP {
   bool acknowledged_ = false;
 
   Uint16 ingest(const T_DIMSE_C_StoreRQ& req, DcmDataset& dataset);
+  std::optional<Uint16> refusal(const T_DIMSE_C_StoreRQ& req, const InstanceInfo& info);
 };
 
 // Presentation contexts we accept: verification, and CT storage in the syntaxes the engine decodes.

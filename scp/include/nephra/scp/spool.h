@@ -82,14 +82,15 @@ class Spool {
   // StudyFullError when the study's open round already holds `max_open` instances (0 = no limit).
   StoreResult store(const InstanceInfo& info, const Writer& write, size_t max_open = 0);
 
-  // Bytes available to us on the spool's file system.
+  // Space available to us on the spool's file system (0 when it cannot be read).
   [[nodiscard]] std::uintmax_t free_bytes() const;
+  [[nodiscard]] std::uintmax_t free_mb() const { return free_bytes() / (std::uintmax_t{1024} * 1024); }
 
   // Moves the open round to rounds/<n>; nullopt when nothing is open.
   std::optional<StudyRound> seal(const std::string& study_key);
 
   // Open studies (their quiet period restarts) and sealed rounds not yet done.
-  ScanResult scan() const;
+  [[nodiscard]] ScanResult scan() const;
 
   // Atomically writes a file inside a round folder (fsync'd, then renamed into place).
   void write_round_file(const StudyRound& round, const std::string& name, const std::string& content);
@@ -114,7 +115,7 @@ class Spool {
   void ensure_study_dir(const InstanceInfo& info, const std::string& key);
   std::filesystem::path new_tmp_path();
   void write_atomic(const std::filesystem::path& dest, const std::string& content);
-  std::optional<StudyRound> read_round(const std::string& key, int round) const;
+  [[nodiscard]] std::optional<StudyRound> read_round(const std::string& key, int round) const;
 };
 
 }  // namespace nephra::scp
