@@ -258,3 +258,22 @@ TEST(Service, SigtermWhileTheArchiveHangsExitsCleanlyAndTheNextStartDeliversEver
   archive.signal(SIGTERM);
   archive.wait();
 }
+
+TEST(Service, DcmtkMessagesGoThroughTheNodesLogWhichNamesNoPatient) {
+  TempDir tmp;
+  NodeOptions options;
+  options.stable_seconds = 0.5;
+  options.dcmtk_level = "info";
+  TestNode node(tmp.path(), options);
+  node.start();
+  ASSERT_EQ(node.storescu("STORESCU", {fixture()}), 0);
+  ASSERT_TRUE(node.wait_for_manifests(1));
+  node.stop();
+  const std::string log = node.log();
+  EXPECT_NE(log.find("DCMTK logger=dcmtk.dcmnet message=\"Association Received"), std::string::npos) << log;
+  // The fixture's patient name and ID, and its Study Instance UID: the log (debug level) holds none of them.
+  for (const char* identifying :
+       {"Pancreas-CT-CB_001", "1.3.6.1.4.1.14519.5.2.1.21087345762211724523378497892240459677"}) {
+    EXPECT_EQ(log.find(identifying), std::string::npos) << identifying;
+  }
+}

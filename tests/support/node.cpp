@@ -51,7 +51,7 @@ void TestNode::write_config(const NodeOptions& options) {
       << "\"\nthreads = 2\n[results]\nretry_initial_seconds = " << options.retry_initial_seconds
       << "\nretry_max_seconds = " << options.retry_max_seconds
       << "\ntimeout_seconds = " << options.results_timeout_seconds << "\n[http]\nport = " << http_port_
-      << "\n[log]\nlevel = \"debug\"\n";
+      << "\n[log]\nlevel = \"debug\"\ndcmtk_level = \"" << options.dcmtk_level << "\"\n";
   for (const auto& ae : options.peers) {
     const auto port = options.peer_ports.find(ae);
     const auto host = options.peer_hosts.find(ae);

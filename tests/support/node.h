@@ -32,7 +32,8 @@ struct NodeOptions {
   bool check_peer_address = true;
   std::map<std::string, std::string> peer_hosts;  // host per peer AE (default 127.0.0.1)
   std::vector<std::string> peer_tls;              // peers whose results go over TLS
-  std::string extra_toml;                         // appended verbatim (e.g. a [pipeline] table)
+  std::string dcmtk_level = "warn";
+  std::string extra_toml;  // appended verbatim (e.g. a [pipeline] table)
 };
 
 class TestNode {
