@@ -20,6 +20,7 @@ void register_scp(metrics::Registry& r, const scp::ScpStats& s) {
   r.add(rejected, rejected_help, s.rejected_missing_uid, {{"reason", "missing_uid"}});
   r.add(rejected, rejected_help, s.rejected_invalid_uid, {{"reason", "invalid_uid"}});
   r.add(rejected, rejected_help, s.rejected_spool_low, {{"reason", "spool_low_on_space"}});
+  r.add(rejected, rejected_help, s.rejected_too_large, {{"reason", "instance_too_large"}});
   r.add(rejected, rejected_help, s.rejected_study_full, {{"reason", "study_instance_limit"}});
   r.add(rejected, rejected_help, s.rejected_spool_failure, {{"reason", "spool_write_failed"}});
   const std::string assoc = "nephra_associations_total";

@@ -149,6 +149,7 @@ class Reader {
     node.check_peer_address = boolean(t, at, "check_peer_address", node.check_peer_address);
     node.max_pdu_bytes = integer(t, at, "max_pdu_bytes", node.max_pdu_bytes);
     node.min_free_spool_mb = integer(t, at, "min_free_spool_mb", node.min_free_spool_mb);
+    node.max_instance_mb = number(t, at, "max_instance_mb", node.max_instance_mb);
   }
 
   static void read_engine(const toml::table& t, Config::Engine& e) {

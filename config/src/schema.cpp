@@ -32,6 +32,9 @@ const std::vector<KeyInfo> kRows = {
      "Spool high-water mark: below this much free space new associations are rejected (transient) and C-STOREs "
      "answered 0xA700, until space is freed.",
      0, 1048576, kLive},
+    {"node.max_instance_mb", "number", "1024",
+     "Largest data set one C-STORE may carry; a larger one is refused with 0xA700 and never reaches the spool.", 0.01,
+     65536, kLive},
     {"study.stable_seconds", "number", "10", "Quiet period after a study's last instance before it counts as complete.",
      0.1, 86400, kLive},
     {"study.max_instances", "integer", "5000",
@@ -126,6 +129,7 @@ shutdown_grace_seconds = 30
 check_peer_address = true
 max_pdu_bytes = 65536
 min_free_spool_mb = 512
+max_instance_mb = 1024
 
 [study]
 stable_seconds = 10

@@ -148,7 +148,13 @@ OFCondition StoreScp::handleIncomingCommand(T_DIMSE_Message* incomingMsg, const 
 }
 
 // The checks that come before anything is written; nullopt when the instance may be stored.
-std::optional<Uint16> StoreScp::refusal(const T_DIMSE_C_StoreRQ& req, const InstanceInfo& info) {
+std::optional<Uint16> StoreScp::refusal(const T_DIMSE_C_StoreRQ& req, const InstanceInfo& info, double size_mb) {
+  if (size_mb > cfg_->node.max_instance_mb) {
+    stats_.rejected_too_large.inc();
+    spdlog::warn("CSTORE_REFUSED reason=instance_too_large calling_ae={} status=0x{:04X} size_mb={:.1f} max_mb={}",
+                 info.calling_ae, kOutOfResources, size_mb, cfg_->node.max_instance_mb);
+    return kOutOfResources;
+  }
   if (info.sop_class_uid != req.AffectedSOPClassUID || info.sop_instance_uid != req.AffectedSOPInstanceUID) {
     stats_.rejected_uid_mismatch.inc();
     spdlog::warn("CSTORE_REFUSED reason=uid_mismatch calling_ae={} status=0x{:04X}", info.calling_ae, kDataSetMismatch);
@@ -186,7 +192,8 @@ Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, DcmDataset& dataset) {
   info.series_uid = get_string(dataset, DCM_SeriesInstanceUID);
   const E_TransferSyntax xfer = dataset.getOriginalXfer();
   info.transfer_syntax_uid = DcmXfer(xfer).getXferID();
-  if (const auto status = refusal(req, info)) return *status;
+  const double size_mb = static_cast<double>(dataset.getLength(xfer)) / (1024.0 * 1024.0);
+  if (const auto status = refusal(req, info, size_mb)) return *status;
 
   const auto writer = [&](const std::filesystem::path& tmp) -> std::string {
     DcmFileFormat file(&dataset, OFFalse);

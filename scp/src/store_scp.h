@@ -33,7 +33,7 @@ class StoreScp : public DcmThreadSCP {
   bool acknowledged_ = false;
 
   Uint16 ingest(const T_DIMSE_C_StoreRQ& req, DcmDataset& dataset);
-  std::optional<Uint16> refusal(const T_DIMSE_C_StoreRQ& req, const InstanceInfo& info);
+  std::optional<Uint16> refusal(const T_DIMSE_C_StoreRQ& req, const InstanceInfo& info, double size_mb);
 };
 
 // Presentation contexts we accept: verification, and CT storage in the syntaxes the engine decodes.

@@ -120,6 +120,27 @@ TEST(Guard, AStudyBeyondItsInstanceLimitGetsOutOfResourcesForTheRest) {
   node.stop();
 }
 
+TEST(Guard, AnInstanceLargerThanTheLimitIsRefusedAndTheNextSmallerOneStored) {
+  TempDir tmp;
+  NodeOptions options;
+  options.peers = {"STORESCU"};
+  options.max_instance_mb = 0.1;  // the fixture's slices are about half a megabyte
+  TestNode node(tmp.path(), options);
+  node.start();
+  node.storescu("STORESCU", {first_fixture_slice().string()}, "large.log");
+  EXPECT_EQ(count_of(nephra::test::read_file(tmp.path() / "large.log"), "Received Store Response (Success)"), 0U);
+  EXPECT_TRUE(log_has(node, "reason=instance_too_large"));
+  EXPECT_EQ(node.open_instances(), 0U);
+
+  options.max_instance_mb = 16;
+  node.write_config(options);
+  node.signal(SIGHUP);
+  ASSERT_TRUE(log_has(node, "CONFIG_RELOADED"));
+  EXPECT_EQ(node.storescu("STORESCU", {first_fixture_slice().string()}), 0);
+  EXPECT_EQ(node.open_instances(), 1U);
+  node.stop();
+}
+
 TEST(Guard, HostileUidsAreRefusedAndNothingLandsOutsideTheSpool) {
   TempDir tmp;
   TestNode node(tmp.path());

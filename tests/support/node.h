@@ -29,6 +29,7 @@ struct NodeOptions {
   int results_timeout_seconds = 30;
   int min_free_spool_mb = 0;  // tests run on whatever disk there is
   int max_instances = 5000;
+  double max_instance_mb = 1024;
   bool check_peer_address = true;
   std::map<std::string, std::string> peer_hosts;  // host per peer AE (default 127.0.0.1)
   std::vector<std::string> peer_tls;              // peers whose results go over TLS

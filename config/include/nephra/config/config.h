@@ -27,6 +27,7 @@ struct Config {
     bool check_peer_address = true;
     int max_pdu_bytes = 65536;
     int min_free_spool_mb = 512;
+    double max_instance_mb = 1024.0;
   } node;
   struct Study {
     double stable_seconds = 10.0;

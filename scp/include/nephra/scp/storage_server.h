@@ -26,6 +26,7 @@ struct ScpStats {
   metrics::Counter rejected_missing_uid;    // no Study, Series or SOP Instance UID
   metrics::Counter rejected_invalid_uid;    // a UID that is not digits and dots, or longer than 64
   metrics::Counter rejected_spool_low;      // free space below node.min_free_spool_mb
+  metrics::Counter rejected_too_large;      // larger than node.max_instance_mb
   metrics::Counter rejected_study_full;     // the study round reached study.max_instances
   metrics::Counter rejected_spool_failure;  // the spool could not write it durably
   metrics::Counter associations_accepted;
