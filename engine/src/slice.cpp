@@ -190,8 +190,9 @@ cv::Mat window_u8(const cv::Mat& hu, const Preprocessing& p) {
     const auto* src = hu.ptr<float>(r);
     auto* dst = out.ptr<uchar>(r);
     for (int c = 0; c < hu.cols; ++c) {
-      const float v = std::clamp((src[c] - low) / width * 255.0F, 0.0F, 255.0F);
-      dst[c] = static_cast<uchar>(v);
+      const float scaled = (src[c] - low) / width * 255.0F;
+      // NaN (float pixel data can hold it) would make the cast undefined: show it as air.
+      dst[c] = std::isnan(scaled) ? uchar{0} : static_cast<uchar>(std::clamp(scaled, 0.0F, 255.0F));
     }
   }
   return out;

@@ -4,6 +4,8 @@
 #include <dcmtk/dcmdata/dcuid.h>
 #include <gtest/gtest.h>
 
+#include <limits>
+
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
@@ -132,6 +134,19 @@ TEST_F(EngineInput, TinyAndHugeImagesClassifyWithoutNaN) {
     EXPECT_NEAR(sum, 1.0, 1e-9);
     EXPECT_TRUE(std::isfinite(r.ood_score));
   }
+}
+
+// Found by fuzz_preprocess (fuzz/regressions/fuzz_preprocess/nan-hu-window-u8.bin): NaN and infinite HU values
+// used to reach an undefined float-to-byte cast; UBSan in the asan preset catches a regression.
+TEST_F(EngineInput, NanAndInfiniteHuGiveADefinedImage) {
+  cv::Mat hu(64, 64, CV_32F, cv::Scalar(40.0F));
+  hu(cv::Rect(0, 0, 32, 64)).setTo(std::numeric_limits<float>::quiet_NaN());
+  hu.at<float>(40, 40) = std::numeric_limits<float>::infinity();
+  hu.at<float>(41, 41) = -std::numeric_limits<float>::infinity();
+  const ng::Slice slice = ng::preprocess_hu(hu, *model_);
+  EXPECT_EQ(slice.display.at<uchar>(10, 10), 0);
+  EXPECT_EQ(slice.display.at<uchar>(40, 40), 255);
+  EXPECT_EQ(slice.display.at<uchar>(41, 41), 0);
 }
 
 TEST_F(EngineInput, BrokenInputsGiveClearErrors) {
