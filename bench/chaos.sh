@@ -42,20 +42,7 @@ while [ $# -gt 0 ]; do
 done
 [ -n "$studies" ] || studies=$(( kills < 10 ? 10 : kills ))
 
-build=${NEPHRA_BUILD:-$root/build/release}
-nephrad=$build/app/nephrad
-[ -x "$nephrad" ] || nb_die "$nephrad not built: nice -n 5 cmake --build --preset release -j 2 --target nephrad"
-nb_require Orthanc storescu dcmodify dcmdump curl bc
-
-work=$(mktemp -d "${TMPDIR:-/var/tmp}/nephra-chaos-XXXXXX")
-export NB_PIDS_FILE=$work/pids
-: >"$NB_PIDS_FILE"
-finish() {
-  nb_cleanup
-  if [ "$keep" = 1 ]; then nb_log "kept $work"; else rm -rf "$work"; fi
-}
-trap finish EXIT
-trap 'exit 130' INT TERM
+nb_begin_run chaos Orthanc storescu dcmodify dcmdump curl bc
 started_at=$(nb_now)
 loadavg_start=$(cut -d" " -f1-3 /proc/loadavg)
 

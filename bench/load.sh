@@ -38,20 +38,7 @@ done
 [ ${#pos[@]} -ge 2 ] && per_sender=${pos[1]}
 studies=$((senders * per_sender))
 
-build=${NEPHRA_BUILD:-$root/build/release}
-nephrad=$build/app/nephrad
-[ -x "$nephrad" ] || nb_die "$nephrad not built: nice -n 5 cmake --build --preset release -j 2 --target nephrad"
-nb_require storescp storescu dcmodify dcmdump curl bc
-
-work=$(mktemp -d "${TMPDIR:-/var/tmp}/nephra-load-XXXXXX")
-export NB_PIDS_FILE=$work/pids
-: >"$NB_PIDS_FILE"
-finish() {
-  nb_cleanup
-  if [ "$keep" = 1 ]; then nb_log "kept $work"; else rm -rf "$work"; fi
-}
-trap finish EXIT
-trap 'exit 130' INT TERM
+nb_begin_run load storescp storescu dcmodify dcmdump curl bc
 
 # --- the CT ------------------------------------------------------------------------------------------------
 shared=$(nb_shared_series || true)

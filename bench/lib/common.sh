@@ -154,3 +154,24 @@ nb_acked_files() {
 nb_mem_mib() {
   awk '/^VmHWM:/ { h = $2 } /^VmRSS:/ { r = $2 } END { printf "%.0f %.0f\n", h / 1024, r / 1024 }' "/proc/$1/status" 2>/dev/null
 }
+
+# The nephrad to run (NEPHRA_BUILD, default the release build) in $nephrad, and a scratch folder for this run in
+# $work whose processes are stopped, and which is removed (unless $keep is 1), when the script exits.
+nb_begin_run() {  # NAME TOOL...
+  local name=$1
+  shift
+  build=${NEPHRA_BUILD:-$root/build/release}
+  nephrad=$build/app/nephrad
+  [ -x "$nephrad" ] || nb_die "$nephrad not built: nice -n 5 cmake --build --preset release -j 2 --target nephrad"
+  nb_require "$@"
+  work=$(mktemp -d "${TMPDIR:-/var/tmp}/nephra-$name-XXXXXX")
+  export NB_PIDS_FILE=$work/pids
+  : >"$NB_PIDS_FILE"
+  trap nb_finish_run EXIT
+  trap 'exit 130' INT TERM
+}
+
+nb_finish_run() {
+  nb_cleanup
+  if [ "${keep:-0}" = 1 ]; then nb_log "kept $work"; else rm -rf "$work"; fi
+}
