@@ -4,6 +4,7 @@
 #include <signal.h>
 
 #include "node.h"
+#include "orthanc.h"
 
 namespace fs = std::filesystem;
 using nephra::test::NodeOptions;
@@ -98,4 +99,57 @@ TEST(Tls, StudiesArriveAndResultsLeaveOverTlsAndUntrustedCallersAreRefused) {
   node.stop();
   archive.signal(SIGTERM);
   archive.wait();
+}
+
+// Orthanc (1.9+ speaks DICOM TLS) as the hospital PACS: it routes the study to the node over TLS, and the node's
+// results go back to it over TLS.
+TEST(Tls, OrthancRoutesAStudyOverTlsAndGetsTheResultsBackOverTls) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl is not installed";
+  TempDir tmp;
+  const fs::path pki = tmp.path() / "pki";
+  fs::create_directories(pki);
+  make_certificate(pki, "ca", "");
+  make_certificate(pki, "nephra", "ca");
+  make_certificate(pki, "orthanc", "ca");
+
+  const int pacs_port = nephra::test::free_port();
+  NodeOptions options;
+  options.stable_seconds = 1;
+  options.peers = {"ORTHANC"};
+  options.peer_ports = {{"ORTHANC", pacs_port}};
+  options.peer_tls = {"ORTHANC"};
+  options.extra_toml = "[tls]\nenabled = true\ncertificate = \"" + pem(pki, "nephra", ".crt") + "\"\nprivate_key = \"" +
+                       pem(pki, "nephra", ".key") + "\"\nca_certificates = \"" + pem(pki, "ca", ".crt") + "\"\n";
+  TestNode node(tmp.path(), options);
+  const nlohmann::json tls = {
+      {"DicomTlsEnabled", true},
+      {"DicomTlsCertificate", pem(pki, "orthanc", ".crt")},
+      {"DicomTlsPrivateKey", pem(pki, "orthanc", ".key")},
+      {"DicomTlsTrustedCertificates", pem(pki, "ca", ".crt")},
+      {"DicomTlsRemoteCertificateRequired", true},
+      {"DicomModalities",
+       {{"nephra", {{"AET", "NEPHRA"}, {"Host", "127.0.0.1"}, {"Port", node.port()}, {"UseDicomTls", true}}}}}};
+  nephra::test::TestOrthanc pacs(tmp.path(), node.port(), pacs_port, tls);
+  pacs.start();
+  node.start();
+
+  std::vector<fs::path> files;
+  for (const auto& e : fs::directory_iterator(nephra::test::source_dir() / "tests" / "data" / "tcia-kidney-slices")) {
+    if (e.path().extension() == ".dcm") files.push_back(e.path());
+  }
+  pacs.upload(files);
+  const std::string study = pacs.get("/studies")[0];
+  pacs.post("/modalities/nephra/store", nlohmann::json({{"Resources", {study}}, {"Synchronous", true}}).dump());
+  ASSERT_TRUE(nephra::test::wait_until(
+      [&] {
+        for (const auto& s : pacs.series_of(study)) {
+          if (s.modality == "SR") return true;
+        }
+        return false;
+      },
+      std::chrono::seconds(60)))
+      << node.log();
+  EXPECT_NE(node.log().find("SCP_ASSOC_ACCEPTED calling_ae=ORTHANC"), std::string::npos);
+  node.stop();
+  pacs.stop();
 }

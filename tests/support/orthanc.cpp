@@ -9,10 +9,10 @@ namespace fs = std::filesystem;
 
 namespace nephra::test {
 
-TestOrthanc::TestOrthanc(const fs::path& work_dir, int node_port, int dicom_port)
+TestOrthanc::TestOrthanc(const fs::path& work_dir, int node_port, int dicom_port, const nlohmann::json& extra)
     : work_(work_dir / "orthanc"), http_port_(free_port()), dicom_port_(dicom_port != 0 ? dicom_port : free_port()) {
   fs::create_directories(work_);
-  const nlohmann::json cfg = {
+  nlohmann::json cfg = {
       {"Name", "test-pacs"},
       {"StorageDirectory", (work_ / "db").string()},
       {"IndexDirectory", (work_ / "db").string()},
@@ -32,6 +32,7 @@ TestOrthanc::TestOrthanc(const fs::path& work_dir, int node_port, int dicom_port
       {"StableAge", 1},
       {"ConcurrentJobs", 2},
   };
+  cfg.merge_patch(extra);
   std::ofstream(work_ / "orthanc.json") << cfg.dump(2);
 }
 

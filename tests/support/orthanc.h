@@ -12,7 +12,9 @@ namespace nephra::test {
 class TestOrthanc {
  public:
   // `node_port`: where Orthanc's modality "nephra" (AE NEPHRA) listens. dicom_port 0 = pick a free one.
-  TestOrthanc(const std::filesystem::path& work_dir, int node_port, int dicom_port = 0);
+  // `extra` is merged over the generated configuration (e.g. DICOM TLS settings, a modality entry in object form).
+  TestOrthanc(const std::filesystem::path& work_dir, int node_port, int dicom_port = 0,
+              const nlohmann::json& extra = nlohmann::json::object());
   void start();
   void stop();
   [[nodiscard]] int dicom_port() const { return dicom_port_; }
