@@ -64,7 +64,8 @@ bool Process::running() {
 }
 
 void Process::signal(int signo) const {
-  if (pid_ > 0) ::kill(pid_, signo);
+  // Once reaped, the PID may already belong to another process: never signal it again.
+  if (pid_ > 0 && status_ == -1) ::kill(pid_, signo);
 }
 
 int Process::wait() {
