@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Seed corpus for the libFuzzer harnesses, in fuzz/corpus/seeds/<harness>/ (fuzz/corpus/ is ignored by git).
-# Re-run any time: the seed folders are rebuilt from scratch (what the fuzzer found, in fuzz/corpus/work/, stays). Seeds are kept small where possible (libFuzzer mutates faster on short inputs):
+# Re-run any time: the seed folders are rebuilt from scratch (what the fuzzer found, in fuzz/corpus/grown/, stays). Seeds are kept small where possible (libFuzzer mutates faster on short inputs):
 # real CT slices scaled down with dcmscale, then re-encoded into every transfer syntax the engine decodes, plus a
 # few full-size and deliberately broken files.
 set -euo pipefail

@@ -75,7 +75,7 @@ done
 
 for h in "${harnesses[@]}"; do
   bin=build/fuzz/fuzz/$h
-  work=$here/corpus/work/$h
+  work=$here/corpus/grown/$h
   artifacts=$here/corpus/artifacts/$h
   mkdir -p "$work" "$artifacts"
   log=$here/corpus/$h.log
