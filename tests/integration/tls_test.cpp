@@ -40,6 +40,21 @@ void make_certificate(const fs::path& dir, const std::string& name, const std::s
 
 std::string pem(const fs::path& dir, const std::string& name, const char* ext) { return (dir / (name + ext)).string(); }
 
+// A test authority "ca" and a certificate it signs for each of `names`, in <dir>/pki.
+fs::path make_pki(const fs::path& dir, std::initializer_list<const char*> names) {
+  const fs::path pki = dir / "pki";
+  fs::create_directories(pki);
+  make_certificate(pki, "ca", "");
+  for (const char* name : names) make_certificate(pki, name, "ca");
+  return pki;
+}
+
+// The node's [tls] table: its certificate "nephra" and the authority "ca" from `pki`.
+std::string node_tls_toml(const fs::path& pki) {
+  return "[tls]\nenabled = true\ncertificate = \"" + pem(pki, "nephra", ".crt") + "\"\nprivate_key = \"" +
+         pem(pki, "nephra", ".key") + "\"\nca_certificates = \"" + pem(pki, "ca", ".crt") + "\"\n";
+}
+
 size_t files_in(const fs::path& dir) {
   size_t n = 0;
   std::error_code ec;
@@ -52,11 +67,7 @@ size_t files_in(const fs::path& dir) {
 TEST(Tls, StudiesArriveAndResultsLeaveOverTlsAndUntrustedCallersAreRefused) {
   if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl is not installed";
   TempDir tmp;
-  const fs::path pki = tmp.path() / "pki";
-  fs::create_directories(pki);
-  make_certificate(pki, "ca", "");
-  make_certificate(pki, "nephra", "ca");
-  make_certificate(pki, "archive", "ca");
+  const fs::path pki = make_pki(tmp.path(), {"nephra", "archive"});
   make_certificate(pki, "stranger", "");  // not signed by the authority
 
   const fs::path received = tmp.path() / "received";
@@ -71,8 +82,7 @@ TEST(Tls, StudiesArriveAndResultsLeaveOverTlsAndUntrustedCallersAreRefused) {
   options.stable_seconds = 0.5;
   options.peers = {"STORESCU"};
   options.peer_ports = {{"STORESCU", archive_port}};
-  options.extra_toml = "[tls]\nenabled = true\ncertificate = \"" + pem(pki, "nephra", ".crt") + "\"\nprivate_key = \"" +
-                       pem(pki, "nephra", ".key") + "\"\nca_certificates = \"" + pem(pki, "ca", ".crt") + "\"\n";
+  options.extra_toml = node_tls_toml(pki);
   options.peer_tls = {"STORESCU"};
   TestNode node(tmp.path(), options);
   node.start();
@@ -106,11 +116,7 @@ TEST(Tls, StudiesArriveAndResultsLeaveOverTlsAndUntrustedCallersAreRefused) {
 TEST(Tls, OrthancRoutesAStudyOverTlsAndGetsTheResultsBackOverTls) {
   if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl is not installed";
   TempDir tmp;
-  const fs::path pki = tmp.path() / "pki";
-  fs::create_directories(pki);
-  make_certificate(pki, "ca", "");
-  make_certificate(pki, "nephra", "ca");
-  make_certificate(pki, "orthanc", "ca");
+  const fs::path pki = make_pki(tmp.path(), {"nephra", "orthanc"});
 
   const int pacs_port = nephra::test::free_port();
   NodeOptions options;
@@ -118,8 +124,7 @@ TEST(Tls, OrthancRoutesAStudyOverTlsAndGetsTheResultsBackOverTls) {
   options.peers = {"ORTHANC"};
   options.peer_ports = {{"ORTHANC", pacs_port}};
   options.peer_tls = {"ORTHANC"};
-  options.extra_toml = "[tls]\nenabled = true\ncertificate = \"" + pem(pki, "nephra", ".crt") + "\"\nprivate_key = \"" +
-                       pem(pki, "nephra", ".key") + "\"\nca_certificates = \"" + pem(pki, "ca", ".crt") + "\"\n";
+  options.extra_toml = node_tls_toml(pki);
   TestNode node(tmp.path(), options);
   const nlohmann::json tls = {
       {"DicomTlsEnabled", true},
