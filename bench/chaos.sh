@@ -175,11 +175,8 @@ while :; do
   j=$(nb_metric "$http_port" nephra_jobs_running)
   r=$(nb_metric "$http_port" nephra_results_pending)
   a=$(nb_metric "$http_port" nephra_associations_active)
-  open_n=$(find "$work/spool/studies" -path '*/open/*.dcm' 2>/dev/null | wc -l)
-  undone=0
-  for rd in "$work/spool/studies"/*/rounds/*; do
-    [ -d "$rd" ] && [ ! -e "$rd/done" ] && [ ! -e "$rd/failed" ] && undone=$((undone + 1))
-  done
+  open_n=$(nb_open_instances "$work/spool")
+  undone=$(nb_rounds_not_done "$work/spool")
   if ! nb_is_ours "$orthanc_pid"; then
     wait "$orthanc_pid"
     nb_log "Orthanc (pid $orthanc_pid) is gone, exit status $?"

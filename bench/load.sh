@@ -133,11 +133,8 @@ while :; do
   q=$(nb_metric "$http_port" nephra_queue_depth)
   j=$(nb_metric "$http_port" nephra_jobs_running)
   r=$(nb_metric "$http_port" nephra_results_pending)
-  open_n=$(find "$work/spool/studies" -path '*/open/*.dcm' 2>/dev/null | wc -l)
-  undone=0
-  for rd in "$work/spool/studies"/*/rounds/*; do
-    [ -d "$rd" ] && [ ! -e "$rd/done" ] && [ ! -e "$rd/failed" ] && undone=$((undone + 1))
-  done
+  open_n=$(nb_open_instances "$work/spool")
+  undone=$(nb_rounds_not_done "$work/spool")
   for who in archive_pid node_pid; do  # an archive or node that died makes waiting pointless: say how it ended
     if ! nb_is_ours "${!who}"; then
       wait "${!who}"

@@ -175,3 +175,17 @@ nb_finish_run() {
   nb_cleanup
   if [ "${keep:-0}" = 1 ]; then nb_log "kept $work"; else rm -rf "$work"; fi
 }
+
+# Instances of a spool still in an open (unsealed) round.
+nb_open_instances() {  # SPOOL
+  find "$1/studies" -path '*/open/*.dcm' 2>/dev/null | wc -l
+}
+
+# Sealed rounds of a spool that are neither done nor failed.
+nb_rounds_not_done() {  # SPOOL
+  local rd n=0
+  for rd in "$1/studies"/*/rounds/*; do
+    [ -d "$rd" ] && [ ! -e "$rd/done" ] && [ ! -e "$rd/failed" ] && n=$((n + 1))
+  done
+  echo "$n"
+}
