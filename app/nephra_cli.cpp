@@ -25,8 +25,8 @@ constexpr const char* kUsageText =
        nephra classify [options] --study DIR    the whole folder as one study, JSON on stdout
        nephra --version
 options:
-  --model FILE      model manifest (default: $NEPHRA_MODEL, ./models/nephra-kidney-v1.json,
-                    or the installed <prefix>/share/nephra/models/nephra-kidney-v1.json)
+  --model FILE      model manifest (default: $NEPHRA_MODEL, ./models/nephra-kidney.json,
+                    or the installed <prefix>/share/nephra/models/nephra-kidney.json)
   --heatmap DIR     also write each slice with its heatmap overlaid as PNG (study: flagged slices only)
   --class NAME      heatmap for this class instead of the predicted one (per-file mode)
   --threads N       OpenCV threads (default: all cores)
@@ -74,11 +74,11 @@ std::optional<Options> parse(int argc, char** argv) {
 fs::path find_model(const Options& o, const char* argv0) {
   if (o.model) return *o.model;
   if (const char* env = std::getenv("NEPHRA_MODEL"); env != nullptr && *env != '\0') return env;
-  const fs::path local = "models/nephra-kidney-v1.json";
+  const fs::path local = "models/nephra-kidney.json";
   if (fs::exists(local)) return local;
   std::error_code ec;
   const fs::path exe = fs::canonical(fs::path(argv0), ec);
-  return exe.parent_path().parent_path() / "share/nephra/models/nephra-kidney-v1.json";
+  return exe.parent_path().parent_path() / "share/nephra/models/nephra-kidney.json";
 }
 
 void write_heatmap(const fs::path& dir, const ng::Slice& slice, const ng::SliceResult& result, int cls,

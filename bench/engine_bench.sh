@@ -6,8 +6,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${1:-build/release}"
 slices="${2:-256}"
-model=models/nephra-kidney-v1.json
-onnx=models/nephra-kidney-v1.onnx
+model=models/nephra-kidney.json
+onnx=models/nephra-kidney.onnx
 # --ignore-scripts: the package bundles the CPU runtime; its install script only fetches the CUDA provider.
 if [[ ! -d bench/node_modules/onnxruntime-node ]]; then
   (cd bench && npm install --no-save --ignore-scripts onnxruntime-node >/dev/null)
@@ -18,6 +18,6 @@ for threads in 1 2; do
   for batch in 1 8; do
     "$build/bench/nephra_engine_bench" "$model" "$slices" "$threads" "$batch"
     node bench/ort_bench.js "$onnx" "$slices" "$threads" "$batch"
-    /usr/bin/python3 bench/torch_bench.py models/nephra-kidney-v1.pt "$slices" "$threads" "$batch"
+    /usr/bin/python3 bench/torch_bench.py models/nephra-kidney.pt "$slices" "$threads" "$batch"
   done
 done

@@ -26,7 +26,7 @@ spool_dir = "$work/spool"
 [study]
 stable_seconds = $stable
 [engine]
-model = "$PWD/models/nephra-kidney-v1.json"
+model = "$PWD/models/nephra-kidney.json"
 [[peers]]
 ae_title = "ORTHANC"
 host = "127.0.0.1"

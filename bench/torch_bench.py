@@ -1,6 +1,6 @@
 #!/usr/bin/python3
 """PyTorch (Debian's python3-torch, CPU) on the same weights: slices per second.
-    /usr/bin/python3 bench/torch_bench.py models/nephra-kidney-v1.pt SLICES THREADS BATCH"""
+    /usr/bin/python3 bench/torch_bench.py models/nephra-kidney.pt SLICES THREADS BATCH"""
 import json
 import sys
 import time

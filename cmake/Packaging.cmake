@@ -10,7 +10,7 @@ install(FILES packaging/nephra.tmpfiles DESTINATION ${NEPHRA_TMPFILES_DIR} RENAM
 # Absolute (/etc/nephra with prefix /usr); packaging/deb/conffiles makes dpkg keep the admin's edits.
 install(FILES packaging/nephra.toml DESTINATION ${NEPHRA_CONFIG_DIR})
 # The manifest names its ONNX file relative to itself, so the two must stay side by side.
-install(FILES models/nephra-kidney-v1.json models/nephra-kidney-v1.onnx models/MODEL_CARD.md
+install(FILES models/nephra-kidney.json models/nephra-kidney.onnx models/MODEL_CARD.md
               models/training_curves.png models/confusion_matrix.png models/dicom_window.png
         DESTINATION ${NEPHRA_MODEL_DIR})
 install(FILES README.md DESTINATION ${NEPHRA_DOC_DIR})

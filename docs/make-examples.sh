@@ -17,7 +17,7 @@ spool_dir = "$work/spool"
 [study]
 stable_seconds = 1
 [engine]
-model = "$PWD/models/nephra-kidney-v1.json"
+model = "$PWD/models/nephra-kidney.json"
 [[peers]]
 ae_title = "ARCHIVE"
 host = "127.0.0.1"

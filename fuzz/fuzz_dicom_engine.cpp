@@ -32,7 +32,7 @@ std::filesystem::path g_input;
 
 std::filesystem::path manifest_path() {
   if (const char* env = std::getenv("NEPHRA_MODEL"); env != nullptr && *env != '\0') return env;
-  return std::filesystem::path(NEPHRA_SOURCE_DIR) / "models" / "nephra-kidney-v1.json";
+  return std::filesystem::path(NEPHRA_SOURCE_DIR) / "models" / "nephra-kidney.json";
 }
 
 // DcmFileFormat::read over a memory buffer, as DcmSCU/DcmSCP do with received PDVs: must never crash either.

@@ -23,7 +23,7 @@ extern "C" int LLVMFuzzerInitialize(int* /*argc*/, char*** /*argv*/) {
   const char* env = std::getenv("NEPHRA_MODEL");
   const std::filesystem::path manifest =
       env != nullptr && *env != '\0' ? std::filesystem::path(env)
-                                     : std::filesystem::path(NEPHRA_SOURCE_DIR) / "models" / "nephra-kidney-v1.json";
+                                     : std::filesystem::path(NEPHRA_SOURCE_DIR) / "models" / "nephra-kidney.json";
   g_model = std::make_unique<nephra::engine::Model>(nephra::engine::load_model(manifest));
   g_finite_only = std::getenv("NEPHRA_FUZZ_FINITE_HU") != nullptr;
   return 0;

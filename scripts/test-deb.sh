@@ -51,8 +51,8 @@ has_file() { grep -q " \./${1#/}\$" <<<"$contents"; }
 check "package ships /usr/bin/nephrad and /usr/bin/nephra" eval 'has_file /usr/bin/nephrad && has_file /usr/bin/nephra'
 check "package ships the unit, sysusers and tmpfiles files" eval 'has_file /usr/lib/systemd/system/nephrad.service &&
     has_file /usr/lib/sysusers.d/nephra.conf && has_file /usr/lib/tmpfiles.d/nephra.conf'
-check "package ships the model beside its manifest" eval 'has_file /usr/share/nephra/models/nephra-kidney-v1.json &&
-    has_file /usr/share/nephra/models/nephra-kidney-v1.onnx'
+check "package ships the model beside its manifest" eval 'has_file /usr/share/nephra/models/nephra-kidney.json &&
+    has_file /usr/share/nephra/models/nephra-kidney.onnx'
 check "package ships /etc/nephra/nephra.toml as a conffile" eval 'has_file /etc/nephra/nephra.toml &&
     dpkg-deb --ctrl-tarfile "$deb" | tar -xOf - ./conffiles | grep -qx /etc/nephra/nephra.toml'
 check "package contains nothing under /var (the spool is never a packaged file)" \

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
 """Print the model card's measured tables (markdown) from a run's results.json, history.json and results/cv.json,
 so that every figure in models/MODEL_CARD.md is copied from a file a run wrote.
-    /usr/bin/python3 training/card_tables.py --run training/runs/v1
+    /usr/bin/python3 training/card_tables.py --run training/runs/v2
 """
 import argparse
 import json
@@ -30,8 +30,13 @@ def main():
     for name, row in zip(["Normal", "Cyst", "Stone", "Tumor"], t["confusion_matrix"]):
         print(f"| {name} | " + " | ".join(str(v) for v in row) + " |")
     v = r["val"]
-    print(f"\nGrouped validation split (used for early stopping, T and thresholds): accuracy {f(v['accuracy'])}, "
+    print(f"\nGrouped validation split (used for T and the decision thresholds): accuracy {f(v['accuracy'])}, "
           f"macro-F1 {f(v['macro_f1'])}")
+    for name in ("test", "val"):
+        b = r[name].get("group_bootstrap")
+        if b:
+            print(f"\n{name}: 95 % interval over {b['resamples']} resamples of its {b['studies']} studies: macro-F1 "
+                  f"{b['macro_f1_ci95']}; recall " + ", ".join(f"{c} {ci}" for c, ci in b["recall_ci95"].items()))
     e = r["ece"]
     print(f"\nTemperature T = {r['temperature']:.4f}. ECE (15 bins, top-1): validation {f(e['val']['before'], 4)} → "
           f"{f(e['val']['after'], 4)}; test {f(e['test']['before'], 4)} → {f(e['test']['after'], 4)}\n")
@@ -52,6 +57,11 @@ def main():
     print(f"missed natural: {o['natural_missed']}; missed synthetic: {o['synthetic_missed']}")
     if "dicom_kidney_predictions" in r:
         print(f"\nTCIA kidney slices 55–90, predicted classes: {r['dicom_kidney_predictions']}")
+        per = {int(i): q for i, q in r["dicom_per_instance"].items()}
+        classes = ["Normal", "Cyst", "Stone", "Tumor"]
+        flagged = {c: sum(1 for i in range(55, 91) if i in per and not per[i]["flagged"]
+                          and per[i]["p"][classes.index(c)] >= t) for c, t in r["decision_thresholds"].items()}
+        print(f"TCIA kidney slices 55–90 flagged at the decision thresholds: {flagged}")
     hist = json.load(open(run / "history.json"))
     print("\n| epoch | stage | res | train loss | val loss | val acc | val macro-F1 | train s |\n|---:|---|---:|---:|---:|---:|---:|---:|")
     for h in hist:

@@ -1,6 +1,7 @@
 """Dataset loading: every JPEG decoded once into a uint8 array (cached under training/runs/cache)."""
+import csv
+import functools
 import hashlib
-from pathlib import Path
 
 import cv2
 import numpy as np
@@ -16,6 +17,17 @@ def read_list(name):
 
 def label_of(relpath):
     return CLASSES.index(relpath.split("/", 1)[0])
+
+
+@functools.lru_cache(maxsize=1)
+def _study_groups():
+    with open(DATASET / "STUDY_GROUPS.csv", newline="") as f:
+        return {r["relpath"]: (r["class"], r["study_group"]) for r in csv.DictReader(f)}
+
+
+def group_of(relpath):
+    """The pseudo-study a slice belongs to: (class, study_group) from STUDY_GROUPS.csv."""
+    return _study_groups()[relpath]
 
 
 def load_gray(path):

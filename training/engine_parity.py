@@ -18,7 +18,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from data import load_split, read_list  # noqa: E402
+from data import load_split  # noqa: E402
 from export_onnx import load_deployed  # noqa: E402
 from model import to_input  # noqa: E402
 from paths import DATASET, REPO, SHARED, dataset_present, tune_malloc  # noqa: E402
@@ -41,7 +41,7 @@ def python_probs(model, u8, temperature, bs=32):
 
 def cpp_probs(nephra, files, classes):
     t0 = time.time()
-    res = subprocess.run([nephra, "classify", "--model", str(MODELS / "nephra-kidney-v1.json"), "--batch", "16"]
+    res = subprocess.run([nephra, "classify", "--model", str(MODELS / "nephra-kidney.json"), "--batch", "16"]
                          + [str(f) for f in files], capture_output=True, text=True, cwd=REPO)
     rows = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
     assert len(rows) == len(files), (len(rows), len(files), res.stderr[-2000:])
@@ -65,8 +65,8 @@ def main():
         print(f"SKIP: {DATASET} is absent")
         return 0
     torch.set_num_threads(2)
-    man = json.loads((MODELS / "nephra-kidney-v1.json").read_text())
-    model = load_deployed(MODELS / "nephra-kidney-v1.pt")
+    man = json.loads((MODELS / "nephra-kidney.json").read_text())
+    model = load_deployed(MODELS / "nephra-kidney.pt")
     rel, x, _ = load_split("test")
     res = {}
     p_cpp, secs = cpp_probs(args.nephra, [DATASET / r for r in rel], man["classes"])

@@ -50,8 +50,8 @@ def grad_cams(model, x):
 
 
 def main():
-    man = json.loads((MODELS / "nephra-kidney-v1.json").read_text())
-    model = load_deployed(MODELS / "nephra-kidney-v1.pt")
+    man = json.loads((MODELS / "nephra-kidney.json").read_text())
+    model = load_deployed(MODELS / "nephra-kidney.pt")
     pre = man["preprocessing"]["dicom"]
     out = {"model_onnx_sha256": man["onnx_sha256"], "slices": []}
     for path in sorted(FIXTURE.glob("*.dcm")):

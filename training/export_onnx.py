@@ -3,7 +3,7 @@
 
 Graph: input `input` [N,3,224,224] float32 = 8-bit gray 0..255 in all 3 channels; /255 and ImageNet mean/std inside;
 outputs `logits` [N,4] and `features` [N,1280,7,7] (last conv map before global average pooling). Opset 10.
-    /usr/bin/python3 training/export_onnx.py --checkpoint models/nephra-kidney-v1.pt --onnx models/nephra-kidney-v1.onnx
+    /usr/bin/python3 training/export_onnx.py --checkpoint models/nephra-kidney.pt --onnx models/nephra-kidney.onnx
 """
 import argparse
 

@@ -4,7 +4,7 @@
 Inverse-frequency class weights, label smoothing, hospital-imitating augmentation (augment.py), progressive
 resolution (cheap low-res epochs first, the last epochs at the deployed 224), early stopping on grouped validation
 macro-F1. Resumable: re-running the same command continues from <out>/last.pt.
-    /usr/bin/python3 training/train.py --out training/runs/v1
+    /usr/bin/python3 training/train.py --out training/runs/v2
     /usr/bin/python3 training/train.py --out training/runs/cv0 --fold 0      # grouped CV: train on folds != 0
 """
 import argparse
@@ -13,6 +13,7 @@ import csv
 import json
 import math
 import time
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -21,7 +22,7 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
 from augment import augment, resize
-from data import label_of, load_split
+from data import group_of, label_of, load_split
 from model import build_model, forward_all, to_input
 from paths import SPLITS, tune_malloc
 
@@ -84,8 +85,20 @@ def evaluate(net, x, y, bs=16):
             "f1": [float(v) for v in f1_score(y, pred, average=None, labels=range(4), zero_division=0)]}, logits
 
 
-def batches(x, y, bs, res, rng, aug=True):
-    order = rng.permutation(len(x))
+def group_weights(rel, y):
+    """Per-image sampling weights: every class the same mass, and within a class a study's share grows only with the
+    square root of its slice count, so a few long runs of near-identical slices do not dominate the epoch."""
+    keys = [group_of(r) for r in rel]
+    size = Counter(keys)
+    w = np.array([size[k] ** -0.5 for k in keys])
+    for c in range(4):
+        if (y == c).any():
+            w[y == c] /= w[y == c].sum()
+    return w / w.sum()
+
+
+def batches(x, y, bs, res, rng, aug=True, weights=None):
+    order = rng.permutation(len(x)) if weights is None else rng.choice(len(x), len(x), p=weights)
     for i in range(0, len(order) - bs + 1 if len(order) >= bs else 1, bs):
         idx = order[i:i + bs]
         imgs = np.stack([augment(x[j], rng, res) if aug else resize(x[j], res) for j in idx])
@@ -129,6 +142,11 @@ def main():
                    help="stage 2 keeps the ImageNet BatchNorm statistics (small effective data: ~150 studies)")
     p.add_argument("--freeze-blocks", type=int, default=0,
                    help="stage 2 leaves the first N feature blocks at their ImageNet weights")
+    p.add_argument("--sampling", choices=["uniform", "group"], default="uniform",
+                   help="group: class-balanced sampling with each study weighted by sqrt(slices) (replaces the "
+                        "inverse-frequency class weights of the loss)")
+    p.add_argument("--snapshots", action="store_true",
+                   help="keep the weights after every stage-2 epoch (epoch<N>.pt) for weight averaging (soup.py)")
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
@@ -137,9 +155,13 @@ def main():
     torch.manual_seed(args.seed)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    (xtr, ytr), (xva, yva) = [(d[1], d[2]) for d in load_data(args)]
+    (rtr, xtr, ytr), (_, xva, yva) = load_data(args)
     counts = np.bincount(ytr, minlength=4)
     class_w = torch.tensor(len(ytr) / (4 * np.maximum(counts, 1)), dtype=torch.float32)
+    weights = None
+    if args.sampling == "group":
+        weights = group_weights(rtr, ytr)
+        class_w = torch.ones(4)
     plan = [("head", r) for r in parse_schedule(args.stage1)] + [("full", r) for r in parse_schedule(args.stage2)]
     steps_per_epoch = max(1, len(xtr) // args.bs)
     if args.max_steps:
@@ -177,7 +199,7 @@ def main():
         rng = np.random.default_rng(args.seed * 1000 + ep)
         torch.manual_seed(args.seed * 1000 + ep)
         t0, seen, loss_sum = time.time(), 0, 0.0
-        for step, (xb, yb) in enumerate(batches(xtr, ytr, args.bs, res, rng)):
+        for step, (xb, yb) in enumerate(batches(xtr, ytr, args.bs, res, rng, weights=weights)):
             if step >= steps_per_epoch:
                 break
             if stage == "head":
@@ -230,6 +252,8 @@ def main():
                 rec["best"] = True
             elif stage == "full":
                 state["bad_epochs"] += 1
+        if args.snapshots and stage == "full":
+            torch.save(ema.state_dict(), out / f"epoch{ep}.pt")
         state["epoch"] += 1
         state["seconds"] = time.time() - t_start
         rec["elapsed"] = state["seconds"]

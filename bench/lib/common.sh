@@ -97,7 +97,7 @@ shutdown_grace_seconds = 5
 [study]
 stable_seconds = $5
 [engine]
-model = "${NEPHRA_MODEL:-$NB_ROOT/models/nephra-kidney-v1.json}"
+model = "${NEPHRA_MODEL:-$NB_ROOT/models/nephra-kidney.json}"
 [results]
 retry_initial_seconds = 0.5
 retry_max_seconds = 2

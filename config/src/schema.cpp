@@ -45,7 +45,7 @@ const std::vector<KeyInfo> kRows = {
      "A study job running longer than this counts as stalled: /healthz reports it and the systemd watchdog is "
      "no longer fed, so systemd restarts the node.",
      10, 86400, kLive},
-    {"engine.model", "string", "\"models/nephra-kidney-v1.json\"",
+    {"engine.model", "string", "\"models/nephra-kidney.json\"",
      "Model manifest (JSON beside its ONNX file); its sha256 is checked at start.", 0, 0, kRestart},
     {"engine.threads", "integer", "0", "CPU threads for inference (0 = all cores).", 0, 256, kRestart},
     {"engine.batch", "integer", "8", "Slices per network batch.", 1, 256, kRestart},
@@ -140,7 +140,7 @@ workers = 2
 stall_seconds = 900
 
 [engine]
-model = "models/nephra-kidney-v1.json"
+model = "models/nephra-kidney.json"
 threads = 0
 batch = 8
 

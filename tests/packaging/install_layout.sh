@@ -21,7 +21,7 @@ config=$stage$config_dir/nephra.toml
 for f in "$bin/nephrad" "$bin/nephra"; do [ -x "$f" ] || fail "$f missing or not executable"; done
 for f in "$(under_prefix "$unit_dir")/nephrad.service" \
          "$stage$prefix/lib/sysusers.d/nephra.conf" "$stage$prefix/lib/tmpfiles.d/nephra.conf" \
-         "$config" "$models/nephra-kidney-v1.json" "$models/nephra-kidney-v1.onnx" "$models/MODEL_CARD.md" \
+         "$config" "$models/nephra-kidney.json" "$models/nephra-kidney.onnx" "$models/MODEL_CARD.md" \
          "$stage$prefix/share/doc/nephra/README.md" "$stage$prefix/share/doc/nephra/examples/nephrad-port104.conf"; do
     [ -f "$f" ] || fail "${f#"$stage"} not installed"
 done

@@ -22,7 +22,7 @@ fs::path shared_dir() {
 
 fs::path model_manifest() {
   if (const char* env = std::getenv("NEPHRA_MODEL"); env != nullptr && *env != '\0') return env;
-  return source_dir() / "models" / "nephra-kidney-v1.json";
+  return source_dir() / "models" / "nephra-kidney.json";
 }
 
 fs::path ct_series_dir() {

@@ -24,7 +24,7 @@ namespace {
 
 fs::path model_manifest() {
   if (const char* env = std::getenv("NEPHRA_MODEL"); env != nullptr && *env != '\0') return env;
-  return fs::path(NEPHRA_SOURCE_DIR) / "models" / "nephra-kidney-v1.json";
+  return fs::path(NEPHRA_SOURCE_DIR) / "models" / "nephra-kidney.json";
 }
 
 struct CtSpec {

@@ -36,7 +36,7 @@ std::string sha256_of(const cv::Mat& m) {
 
 TEST(EngineParity, FixtureSlicesMatchPyTorch) {
   const auto ref = nlohmann::json::parse(std::ifstream(kSource / "tests/data/engine_reference.json"));
-  ng::Classifier clf(ng::load_model(kSource / "models/nephra-kidney-v1.json"), {.threads = 2, .batch = 4});
+  ng::Classifier clf(ng::load_model(kSource / "models/nephra-kidney.json"), {.threads = 2, .batch = 4});
   ASSERT_EQ(clf.model().onnx_sha256, ref["model_onnx_sha256"].get<std::string>())
       << "the model changed: regenerate tests/data/engine_reference.json with training/engine_reference.py";
   for (const auto& r : ref["slices"]) {

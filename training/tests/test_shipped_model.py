@@ -11,7 +11,7 @@ sys.path.insert(0, str(HERE))
 from paths import DATASET, REPO, SPLITS, dataset_present  # noqa: E402
 
 MODELS = REPO / "models"
-MANIFEST = MODELS / "nephra-kidney-v1.json"
+MANIFEST = MODELS / "nephra-kidney.json"
 
 
 def sha256(path):
@@ -52,7 +52,7 @@ class ShippedManifest(unittest.TestCase):
     def test_head_matches_checkpoint(self):
         import numpy as np
         import torch
-        sd = torch.load(MODELS / "nephra-kidney-v1.pt", map_location="cpu")
+        sd = torch.load(MODELS / "nephra-kidney.pt", map_location="cpu")
         np.testing.assert_allclose(np.array(self.man["head"]["weight"]), sd["classifier.1.weight"].numpy(), atol=1e-6)
         np.testing.assert_allclose(np.array(self.man["head"]["bias"]), sd["classifier.1.bias"].numpy(), atol=1e-6)
 
@@ -67,7 +67,7 @@ class OpenCVParity(unittest.TestCase):
         torch.set_num_threads(2)
         _, x, _ = load_split("test", 100)
         self.assertEqual(len(x), 100)
-        model = load_deployed(MODELS / "nephra-kidney-v1.pt")
+        model = load_deployed(MODELS / "nephra-kidney.pt")
         res = compare(model, MODELS / json.loads(MANIFEST.read_text())["onnx"], x, batches=(1, 8))
         for bs, r in res.items():
             self.assertLessEqual(r["max_logit_diff"], 1e-4, (bs, r))

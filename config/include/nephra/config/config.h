@@ -38,7 +38,7 @@ struct Config {
     double stall_seconds = 900.0;
   } pipeline;
   struct Engine {
-    std::filesystem::path model = "models/nephra-kidney-v1.json";
+    std::filesystem::path model = "models/nephra-kidney.json";
     int threads = 0;
     int batch = 8;
   } engine;
