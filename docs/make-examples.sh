@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Makes docs/example-sr.html and docs/example-sc.png: what the radiologist sees for the real TCIA series.
 # The release node sends its results to DCMTK's storescp (standing in for the archive); dsr2html renders the SR
-# and dcmj2pnm the first heatmap.  docs/make-examples.sh [SERIES_DIR]
+# and dcmj2pnm the first heatmap.  [NEPHRA_BUILD=build/dev] docs/make-examples.sh [SERIES_DIR]
 set -euo pipefail
 cd "$(dirname "$0")/.."
 series="${1:-../shared/data/dicom/tcia-pancreatic-ct-cbct-seg-001}"
@@ -24,7 +24,7 @@ host = "127.0.0.1"
 port = $pacs_port
 TOML
 storescp -aet ARCHIVE -od "$work/pacs" -uf "$pacs_port" > "$work/storescp.log" 2>&1 & echo $! > "$work/storescp.pid"
-build/release/app/nephrad --config "$work/nephra.toml" > "$work/nephrad.log" 2>&1 & echo $! > "$work/nephrad.pid"
+"${NEPHRA_BUILD:-build/release}"/app/nephrad --config "$work/nephra.toml" > "$work/nephrad.log" 2>&1 & echo $! > "$work/nephrad.pid"
 until grep -q NODE_READY "$work/nephrad.log"; do sleep 0.1; done
 storescu -aet ARCHIVE -aec NEPHRA +sd 127.0.0.1 "$node_port" "$series" > /dev/null
 until grep -q -E "RESULT_DELIVERED|RESULT_DEAD_LETTER" "$work/nephrad.log"; do sleep 0.2; done

@@ -20,7 +20,7 @@ from calibrate_ood import MahalanobisPCA, decision_thresholds, ece, fit_temperat
 from data import group_of, load_split
 from model import build_model, forward_all, to_input
 from paths import CLASSES, SHARED, tune_malloc
-from preprocess import dicom_slice_to_u8, hu_of
+from preprocess import MAX_AIR_FRACTION, body_air, dicom_slice_to_u8, hu_of
 
 CLAHE = cv2.createCLAHE(clipLimit=4.0, tileGridSize=(8, 8))
 SERIES = SHARED / "data" / "dicom" / "tcia-pancreatic-ct-cbct-seg-001"
@@ -40,10 +40,11 @@ def image_file_to_u8(img):
 
 
 def dicom_series(center, width):
+    """{instance number: (network input, body air fraction)} of the axial TCIA series."""
     out = {}
     for path in sorted(SERIES.glob("*.dcm")):
         ds = pydicom.dcmread(path)
-        out[int(ds.InstanceNumber)] = dicom_to_u8(ds, center, width)
+        out[int(ds.InstanceNumber)] = (dicom_to_u8(ds, center, width), body_air(hu_of(ds)))
     return out
 
 
@@ -255,10 +256,11 @@ def main():
     if SERIES.exists():
         series = dicom_series(center, width)
         inst = sorted(series)
-        lo, fe = infer(net, np.stack([series[i] for i in inst]))
+        lo, fe = infer(net, np.stack([series[i][0] for i in inst]))
         sc = ood.score(fe)
         pr = softmax(lo, T)
-        per = {i: {"score": float(s), "flagged": bool(s > thr_ood), "pred": CLASSES[int(q.argmax())],
+        per = {i: {"score": float(s), "air": round(series[i][1], 4), "outside_abdomen": series[i][1] > MAX_AIR_FRACTION,
+                   "flagged": bool(s > thr_ood or series[i][1] > MAX_AIR_FRACTION), "pred": CLASSES[int(q.argmax())],
                    "p": [round(float(v), 3) for v in q]} for i, s, q in zip(inst, sc, pr)}
         res["dicom_window"] = {"center": center, "width": width}
         res["dicom_per_instance"] = per

@@ -18,7 +18,7 @@ import torch
 from data import load_split, sha256_file
 from export_onnx import compare, export
 from paths import CLASSES, DATASET, REPO, SPLITS, tune_malloc
-from preprocess import BODY_MARGIN, BODY_THRESHOLD_HU
+from preprocess import BODY_MARGIN, BODY_THRESHOLD_HU, MAX_AIR_FRACTION
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -70,9 +70,11 @@ def manifest(out, onnx_path, checkpoint, results, parity):
                                  "width * 255, 0, 255) in float32, truncated to integer; then body crop, resize, "
                                  "CLAHE (training/preprocess.py)",
                       "body_crop": {"threshold_hu": BODY_THRESHOLD_HU, "margin": BODY_MARGIN,
+                                    "max_air_fraction": MAX_AIR_FRACTION,
                                     "rule": "largest 8-connected region with HU > threshold_hu; its bounding box "
                                             "centre, side max(w, h) * (1 + 2 * margin) rounded half up; "
-                                            "outside the image is 0"},
+                                            "outside the image is 0; an axial slice whose region, holes filled, "
+                                            "is more than max_air_fraction not-region (lungs) is not assessed"},
                       "resize": "lanczos4", "clahe": {"clip_limit": 4.0, "tile_grid": 8},
                       "how_chosen": "training/dicom_window.py: grid search of center/width minimising the 1-D "
                                     "Wasserstein distance between gray histograms of the real TCIA series' kidney "

@@ -127,7 +127,12 @@ std::vector<SliceResult> Classifier::classify(const std::vector<Slice>& slices) 
   std::vector<cv::Mat> inputs;
   inputs.reserve(slices.size());
   for (const auto& s : slices) inputs.push_back(s.input);
-  return classify(inputs);
+  auto results = classify(inputs);
+  for (size_t i = 0; i < results.size(); ++i) {
+    results[i].outside_abdomen = slices[i].outside_abdomen;
+    results[i].not_assessed = results[i].not_assessed || slices[i].outside_abdomen;
+  }
+  return results;
 }
 
 cv::Mat heatmap(const Slice& slice, const SliceResult& result, int cls) {

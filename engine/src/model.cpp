@@ -44,6 +44,7 @@ Preprocessing preprocessing_of(const json& pre) {
     p.body_crop.enabled = true;
     p.body_crop.threshold_hu = dicom["body_crop"].value("threshold_hu", -500.0);
     p.body_crop.margin = dicom["body_crop"].value("margin", 0.04);
+    p.body_crop.max_air_fraction = dicom["body_crop"].value("max_air_fraction", 1.0);
   }
   return p;
 }

@@ -53,8 +53,13 @@ DcmItem* functional_group(DcmItem* ds, const DcmTagKey& group, unsigned long fra
   return inner;
 }
 
+struct Placement {
+  double position = std::nan("");  // along the slice normal (mm)
+  bool axial = true;               // the normal runs head-feet (also when the orientation is unknown)
+};
+
 // Position of a frame along the slice normal: IPP · (row × column direction).
-double position_of(DcmItem* ds, unsigned long frame, bool multiframe) {
+Placement placement_of(DcmItem* ds, unsigned long frame, bool multiframe) {
   std::array<double, 3> ipp{};
   std::array<double, 3> row{};
   std::array<double, 3> col{};
@@ -67,13 +72,15 @@ double position_of(DcmItem* ds, unsigned long frame, bool multiframe) {
       ori = functional_group(ds, DCM_PerFrameFunctionalGroupsSequence, frame, DCM_PlaneOrientationSequence);
     }
   }
-  if (!vec3(pos, DCM_ImagePositionPatient, ipp)) return std::nan("");
-  if (!vec3(ori, DCM_ImageOrientationPatient, row, 0) || !vec3(ori, DCM_ImageOrientationPatient, col, 3)) {
-    return ipp[2];  // no orientation: assume axial
-  }
-  const std::array<double, 3> n{row[1] * col[2] - row[2] * col[1], row[2] * col[0] - row[0] * col[2],
-                                row[0] * col[1] - row[1] * col[0]};
-  return ipp[0] * n[0] + ipp[1] * n[1] + ipp[2] * n[2];
+  const bool oriented = vec3(ori, DCM_ImageOrientationPatient, row, 0) && vec3(ori, DCM_ImageOrientationPatient, col, 3);
+  const std::array<double, 3> n = oriented ? std::array<double, 3>{row[1] * col[2] - row[2] * col[1],
+                                                                   row[2] * col[0] - row[0] * col[2],
+                                                                   row[0] * col[1] - row[1] * col[0]}
+                                           : std::array<double, 3>{0, 0, 1};
+  Placement out;
+  out.axial = std::abs(n[2]) > 0.9;
+  if (vec3(pos, DCM_ImagePositionPatient, ipp)) out.position = ipp[0] * n[0] + ipp[1] * n[1] + ipp[2] * n[2];
+  return out;
 }
 
 template <typename T>
@@ -162,7 +169,9 @@ std::vector<Slice> load_dicom(const std::filesystem::path& path, const Model& mo
     Slice slice = preprocess_hu(hu_of(image), model);
     slice.source = base;
     slice.source.frame = frames > 1 ? static_cast<int>(f + 1) : 0;
-    slice.source.position = position_of(ds, static_cast<unsigned long>(f), frames > 1);
+    const Placement placement = placement_of(ds, static_cast<unsigned long>(f), frames > 1);
+    slice.source.position = placement.position;
+    slice.outside_abdomen = placement.axial && slice.body_air > model.preprocessing.body_crop.max_air_fraction;
     out.push_back(std::move(slice));
   }
   return out;
@@ -198,10 +207,26 @@ cv::Mat window_u8(const cv::Mat& hu, const Preprocessing& p) {
   return out;
 }
 
-// Square box around the body (largest connected region above threshold_hu), with a margin; may reach outside.
-cv::Rect body_box(const cv::Mat& hu, const BodyCrop& crop) {
+struct Body {
+  cv::Rect box;       // square around the body with a margin; may reach outside the image
+  double air = 0.0;   // fraction of the body, its holes filled, at or below threshold_hu
+};
+
+// Fraction of the body's outline (the region with its holes filled) that is not body: lungs, bowel gas.
+double air_fraction(const cv::Mat& labels, int body) {
+  const cv::Mat mask = labels == body;
+  std::vector<std::vector<cv::Point>> outline;
+  cv::findContours(mask, outline, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_SIMPLE);
+  cv::Mat filled = cv::Mat::zeros(mask.size(), CV_8U);
+  cv::drawContours(filled, outline, -1, cv::Scalar(255), cv::FILLED);
+  const int area = cv::countNonZero(filled);
+  return area == 0 ? 0.0 : static_cast<double>(area - cv::countNonZero(mask)) / area;
+}
+
+// The body: largest connected region above threshold_hu.
+Body measure_body(const cv::Mat& hu, const BodyCrop& crop) {
   const cv::Rect whole(0, 0, hu.cols, hu.rows);
-  if (!crop.enabled) return whole;
+  if (!crop.enabled) return {whole};
   cv::Mat mask = hu > static_cast<float>(crop.threshold_hu);
   cv::Mat labels;
   cv::Mat stats;
@@ -211,7 +236,7 @@ cv::Rect body_box(const cv::Mat& hu, const BodyCrop& crop) {
   for (int i = 1; i < n; ++i) {
     if (best == 0 || stats.at<int>(i, cv::CC_STAT_AREA) > stats.at<int>(best, cv::CC_STAT_AREA)) best = i;
   }
-  if (best == 0 || stats.at<int>(best, cv::CC_STAT_AREA) < static_cast<int>(hu.total() / 100)) return whole;
+  if (best == 0 || stats.at<int>(best, cv::CC_STAT_AREA) < static_cast<int>(hu.total() / 100)) return {whole};
   const int x = stats.at<int>(best, cv::CC_STAT_LEFT);
   const int y = stats.at<int>(best, cv::CC_STAT_TOP);
   const int w = stats.at<int>(best, cv::CC_STAT_WIDTH);
@@ -220,7 +245,7 @@ cv::Rect body_box(const cv::Mat& hu, const BodyCrop& crop) {
   const auto side = static_cast<int>(std::floor(std::max(w, h) * (1.0 + 2.0 * crop.margin) + 0.5));
   const auto x0 = static_cast<int>(std::floor(x + w / 2.0 - side / 2.0 + 0.5));
   const auto y0 = static_cast<int>(std::floor(y + h / 2.0 - side / 2.0 + 0.5));
-  return {x0, y0, side, side};
+  return {{x0, y0, side, side}, air_fraction(labels, best)};
 }
 
 cv::Mat crop_square(const cv::Mat& img, const cv::Rect& box) {
@@ -253,7 +278,9 @@ Slice preprocess_hu(const cv::Mat& hu, const Model& model) {
   const Preprocessing& p = model.preprocessing;
   Slice slice;
   slice.display = window_u8(hu, p);
-  slice.crop = body_box(hu, p.body_crop);
+  const Body body = measure_body(hu, p.body_crop);
+  slice.crop = body.box;
+  slice.body_air = body.air;
   cv::Mat input = resize_to(crop_square(slice.display, slice.crop), model.input_size);
   auto clahe = cv::createCLAHE(p.clahe_clip, cv::Size(p.clahe_tiles, p.clahe_tiles));
   clahe->apply(input, slice.input);

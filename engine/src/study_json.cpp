@@ -14,7 +14,8 @@ json slice_object(const SliceSource& source, const SliceResult& result, const Mo
             {"predicted", model.classes[static_cast<size_t>(result.predicted)]},
             {"probabilities", probs},
             {"not_assessed", result.not_assessed},
-            {"ood_score", result.ood_score}};
+            {"ood_score", result.ood_score},
+            {"outside_abdomen", result.outside_abdomen}};
   if (source.frame > 0) j["frame"] = source.frame;
   if (!source.sop_instance_uid.empty()) j["sop_instance_uid"] = source.sop_instance_uid;
   if (source.instance_number != 0) j["instance_number"] = source.instance_number;

@@ -35,7 +35,16 @@ struct CtSpec {
   std::string photometric = "MONOCHROME2";
   double intercept = -1000;
   bool pixels = true;
+  bool lungs = false;                             // two air-filled regions inside the body, as in a chest slice
+  std::string orientation = "1\\0\\0\\0\\1\\0";  // axial
 };
+
+bool in_lung(const CtSpec& s, int r, int c) {
+  if (!s.lungs) return false;
+  const double radius = s.rows / 8.0;
+  return std::hypot(r - s.rows / 2.0, c - s.cols / 2.0 - s.cols / 7.0) < radius ||
+         std::hypot(r - s.rows / 2.0, c - s.cols / 2.0 + s.cols / 7.0) < radius;
+}
 
 // A CT-like image: a bright disc ("body") on air, written as a DICOM file.
 fs::path write_ct(const fs::path& path, const CtSpec& s) {
@@ -58,7 +67,7 @@ fs::path write_ct(const fs::path& path, const CtSpec& s) {
   ds->putAndInsertString(DCM_RescaleIntercept, std::to_string(s.intercept).c_str());
   ds->putAndInsertString(DCM_RescaleSlope, "1");
   ds->putAndInsertString(DCM_ImagePositionPatient, "0\\0\\100");
-  ds->putAndInsertString(DCM_ImageOrientationPatient, "1\\0\\0\\0\\1\\0");
+  ds->putAndInsertString(DCM_ImageOrientationPatient, s.orientation.c_str());
   if (s.frames > 1) ds->putAndInsertString(DCM_NumberOfFrames, std::to_string(s.frames).c_str());
   if (s.pixels) {
     std::vector<Uint16> px(static_cast<size_t>(s.rows * s.cols * s.frames));
@@ -66,7 +75,7 @@ fs::path write_ct(const fs::path& path, const CtSpec& s) {
       for (int r = 0; r < s.rows; ++r) {
         for (int c = 0; c < s.cols; ++c) {
           const double d = std::hypot(r - s.rows / 2.0, c - s.cols / 2.0);
-          const double hu = d < s.rows / 3.0 ? 40.0 + 10 * f : -1000.0;
+          const double hu = d < s.rows / 3.0 && !in_lung(s, r, c) ? 40.0 + 10 * f : -1000.0;
           px[static_cast<size_t>((f * s.rows + r) * s.cols + c)] = static_cast<Uint16>(hu - s.intercept);
         }
       }
@@ -99,6 +108,24 @@ TEST_F(EngineInput, SingleFrameBecomesOneWindowedCroppedSlice) {
   if (model_->preprocessing.body_crop.enabled) {
     EXPECT_LT(slices[0].crop.width, 64);  // cropped to the disc
   }
+}
+
+TEST_F(EngineInput, AxialSlicesThroughTheLungsAreNotAssessed) {
+  if (model_->preprocessing.body_crop.max_air_fraction >= 1.0) GTEST_SKIP() << "the model has no air-fraction check";
+  const auto abdomen = ng::load_slices(write_ct(tmp_.path() / "abdomen.dcm", {}), *model_);
+  const auto chest = ng::load_slices(write_ct(tmp_.path() / "chest.dcm", {.lungs = true}), *model_);
+  const auto coronal = ng::load_slices(
+      write_ct(tmp_.path() / "coronal.dcm", {.lungs = true, .orientation = "1\\0\\0\\0\\0\\-1"}), *model_);
+  EXPECT_LT(abdomen[0].body_air, 0.01);
+  EXPECT_GT(chest[0].body_air, 0.2);
+  EXPECT_FALSE(abdomen[0].outside_abdomen);
+  EXPECT_TRUE(chest[0].outside_abdomen);
+  EXPECT_FALSE(coronal[0].outside_abdomen);  // a coronal reformat through the kidneys shows the lungs too
+  ng::Classifier clf(*model_, {.threads = 1, .batch = 2});
+  const auto results = clf.classify(std::vector<ng::Slice>{abdomen[0], chest[0]});
+  EXPECT_FALSE(results[0].outside_abdomen);
+  EXPECT_TRUE(results[1].outside_abdomen);
+  EXPECT_TRUE(results[1].not_assessed);
 }
 
 TEST_F(EngineInput, MultiFrameGivesOneSlicePerFrame) {
