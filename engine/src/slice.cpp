@@ -58,7 +58,7 @@ struct Placement {
   bool axial = true;               // the normal runs head-feet (also when the orientation is unknown)
 };
 
-// Position of a frame along the slice normal: IPP · (row × column direction).
+// Position of a frame along the slice normal, IPP · (row × column direction), and whether that normal is axial.
 Placement placement_of(DcmItem* ds, unsigned long frame, bool multiframe) {
   std::array<double, 3> ipp{};
   std::array<double, 3> row{};
@@ -72,11 +72,12 @@ Placement placement_of(DcmItem* ds, unsigned long frame, bool multiframe) {
       ori = functional_group(ds, DCM_PerFrameFunctionalGroupsSequence, frame, DCM_PlaneOrientationSequence);
     }
   }
-  const bool oriented = vec3(ori, DCM_ImageOrientationPatient, row, 0) && vec3(ori, DCM_ImageOrientationPatient, col, 3);
-  const std::array<double, 3> n = oriented ? std::array<double, 3>{row[1] * col[2] - row[2] * col[1],
-                                                                   row[2] * col[0] - row[0] * col[2],
-                                                                   row[0] * col[1] - row[1] * col[0]}
-                                           : std::array<double, 3>{0, 0, 1};
+  const bool oriented =
+      vec3(ori, DCM_ImageOrientationPatient, row, 0) && vec3(ori, DCM_ImageOrientationPatient, col, 3);
+  const std::array<double, 3> n =
+      oriented ? std::array<double, 3>{row[1] * col[2] - row[2] * col[1], row[2] * col[0] - row[0] * col[2],
+                                       row[0] * col[1] - row[1] * col[0]}
+               : std::array<double, 3>{0, 0, 1};
   Placement out;
   out.axial = std::abs(n[2]) > 0.9;
   if (vec3(pos, DCM_ImagePositionPatient, ipp)) out.position = ipp[0] * n[0] + ipp[1] * n[1] + ipp[2] * n[2];
@@ -208,8 +209,8 @@ cv::Mat window_u8(const cv::Mat& hu, const Preprocessing& p) {
 }
 
 struct Body {
-  cv::Rect box;       // square around the body with a margin; may reach outside the image
-  double air = 0.0;   // fraction of the body, its holes filled, at or below threshold_hu
+  cv::Rect box;      // square around the body with a margin; may reach outside the image
+  double air = 0.0;  // fraction of the body, its holes filled, at or below threshold_hu
 };
 
 // Fraction of the body's outline (the region with its holes filled) that is not body: lungs, bowel gas.

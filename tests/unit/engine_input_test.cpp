@@ -35,8 +35,8 @@ struct CtSpec {
   std::string photometric = "MONOCHROME2";
   double intercept = -1000;
   bool pixels = true;
-  bool lungs = false;                             // two air-filled regions inside the body, as in a chest slice
-  std::string orientation = "1\\0\\0\\0\\1\\0";  // axial
+  bool lungs = false;                          // two air-filled regions inside the body, as in a chest slice
+  std::string orientation = R"(1\0\0\0\1\0)";  // axial
 };
 
 bool in_lung(const CtSpec& s, int r, int c) {
@@ -115,7 +115,7 @@ TEST_F(EngineInput, AxialSlicesThroughTheLungsAreNotAssessed) {
   const auto abdomen = ng::load_slices(write_ct(tmp_.path() / "abdomen.dcm", {}), *model_);
   const auto chest = ng::load_slices(write_ct(tmp_.path() / "chest.dcm", {.lungs = true}), *model_);
   const auto coronal = ng::load_slices(
-      write_ct(tmp_.path() / "coronal.dcm", {.lungs = true, .orientation = "1\\0\\0\\0\\0\\-1"}), *model_);
+      write_ct(tmp_.path() / "coronal.dcm", {.lungs = true, .orientation = R"(1\0\0\0\0\-1)"}), *model_);
   EXPECT_LT(abdomen[0].body_air, 0.01);
   EXPECT_GT(chest[0].body_air, 0.2);
   EXPECT_FALSE(abdomen[0].outside_abdomen);

@@ -13,9 +13,9 @@ struct SliceResult {
   std::vector<double> probabilities;  // calibrated, in model.classes order
   int predicted = 0;
   double ood_score = 0.0;
-  bool not_assessed = false;      // out of distribution, or outside the abdomen
-  bool outside_abdomen = false;   // an axial slice through the lungs (Slice::outside_abdomen)
-  std::vector<cv::Mat> cams;  // per class, feature-map sized (7x7) float, before ReLU
+  bool not_assessed = false;     // out of distribution, or outside the abdomen
+  bool outside_abdomen = false;  // an axial slice through the lungs (Slice::outside_abdomen)
+  std::vector<cv::Mat> cams;     // per class, feature-map sized (7x7) float, before ReLU
 };
 
 struct ClassifierOptions {

@@ -31,9 +31,9 @@ struct SliceSource {
 
 struct Slice {
   SliceSource source;
-  cv::Mat display;  // 8-bit windowed slice at its own size (what a radiologist would see)
-  cv::Rect crop;    // region of `display` that became the network input
-  cv::Mat input;    // model input_size², 8-bit, preprocessed
+  cv::Mat display;               // 8-bit windowed slice at its own size (what a radiologist would see)
+  cv::Rect crop;                 // region of `display` that became the network input
+  cv::Mat input;                 // model input_size², 8-bit, preprocessed
   double body_air = 0.0;         // fraction of the body (holes filled) that is air; 0 for image files
   bool outside_abdomen = false;  // axial DICOM slice with body_air above the manifest's max_air_fraction
 };
