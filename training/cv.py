@@ -5,7 +5,8 @@ Each fold runs the shipped recipe (run_all.RECIPE: the same training arguments a
 folds, with no early stopping (the held-out fold is never looked at during training), and is scored once on its
 held-out fold at 224 px. Writes training/results/cv.json.
     /usr/bin/python3 training/cv.py --out training/runs/cv [--folds 0,1,2,3,4]
-Resumable: finished folds are skipped, an interrupted fold resumes from its last epoch.
+Resumable: finished folds are skipped, an interrupted fold resumes from its last epoch. cv.json is rewritten after
+every fold ("complete": false until all planned folds are in).
 """
 import argparse
 import json
@@ -58,6 +59,8 @@ def main():
     p.add_argument("--out", required=True)
     p.add_argument("--folds", default="0,1,2,3,4")
     p.add_argument("--results", default=str(HERE / "results" / "cv.json"))
+    p.add_argument("--summary-only", action="store_true",
+                   help="train nothing: write cv.json from the folds already scored (while a run goes on)")
     args = p.parse_args()
     out = Path(args.out)
     folds = {}
@@ -66,6 +69,8 @@ def main():
         run = out / f"fold{k}"
         hist = run / "history.json"
         scored = run / "heldout.json"
+        if args.summary_only and not scored.exists():
+            continue
         if not scored.exists():
             run.mkdir(parents=True, exist_ok=True)
             with open(run / "log.txt", "a") as log:
@@ -88,7 +93,8 @@ def main():
         res = summarise(folds, planned)
         Path(args.results).parent.mkdir(parents=True, exist_ok=True)
         Path(args.results).write_text(json.dumps(res, indent=1) + "\n")
-    print(json.dumps({k: res[k] for k in ("macro_f1_mean", "macro_f1_sd", "recall_mean")}, indent=1))
+    if folds:
+        print(json.dumps({k: res[k] for k in ("macro_f1_mean", "macro_f1_sd", "recall_mean")}, indent=1))
 
 
 if __name__ == "__main__":

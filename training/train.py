@@ -1,10 +1,11 @@
 #!/usr/bin/python3
 """Train Nephra's MobileNetV2: stage 1 = frozen ImageNet backbone + new head, stage 2 = whole network at a low LR.
 
-Inverse-frequency class weights, label smoothing, hospital-imitating augmentation (augment.py), progressive
-resolution (cheap low-res epochs first, the last epochs at the deployed 224), early stopping on grouped validation
-macro-F1. Resumable: re-running the same command continues from <out>/last.pt.
-    /usr/bin/python3 training/train.py --out training/runs/v2
+Study-balanced sampling (or inverse-frequency class weights), label smoothing, hospital-imitating augmentation
+(augment.py), progressive resolution (cheap low-res epochs first, the last at the deployed 224), optional early
+stopping on grouped validation macro-F1 (the shipped recipe, run_all.RECIPE, runs its whole schedule instead).
+Resumable: re-running the same command continues from <out>/last.pt.
+    /usr/bin/python3 training/run_all.py ...                                 # the shipped recipe calls this
     /usr/bin/python3 training/train.py --out training/runs/cv0 --fold 0      # grouped CV: train on folds != 0
 """
 import argparse
