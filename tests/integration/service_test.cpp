@@ -201,11 +201,15 @@ TEST(Service, MetricsParseAsPrometheusTextAndCountWhatArrives) {
   EXPECT_EQ(metric(before, "nephra_instances_received_total"), 0.0) << before;
   ASSERT_EQ(node.storescu("STORESCU", {fixture()}), 0);
   EXPECT_NE(node.echoscu("INTRUDER"), 0);
-  ASSERT_TRUE(
-      nephra::test::wait_until([&] { return metric(node.http_get("/metrics"), "nephra_slices_classified_total") >= 5; },
-                               std::chrono::seconds(60)));
+  // The slice counter moves before the SR and heatmaps are written; the stage histogram only once the step is over.
+  ASSERT_TRUE(nephra::test::wait_until(
+      [&] {
+        return metric(node.http_get("/metrics"), R"(nephra_stage_duration_seconds_count{stage="classify"})") >= 1;
+      },
+      std::chrono::seconds(60)));
   const std::string after = node.http_get("/metrics");
   EXPECT_EQ(metric(after, "nephra_instances_received_total"), 5.0) << after;
+  EXPECT_EQ(metric(after, "nephra_slices_classified_total"), 5.0);
   EXPECT_EQ(metric(after, R"(nephra_associations_total{result="rejected_calling_ae"})"), 1.0);
   EXPECT_EQ(metric(after, "nephra_studies_completed_total"), 1.0);
   EXPECT_EQ(metric(after, R"(nephra_stage_duration_seconds_count{stage="classify"})"), 1.0);
