@@ -46,7 +46,8 @@ void register_pipeline(metrics::Registry& r, const pipeline::PipelineStats& s, c
   r.add_gauge("nephra_queue_depth", "Sealed study rounds waiting for a worker.", read(s.queue_depth));
   r.add_gauge("nephra_jobs_running", "Study jobs in progress.", read(s.jobs_running));
   r.add("nephra_slices_classified_total", "Slices the engine classified.", c.slices_classified);
-  r.add("nephra_slices_not_assessed_total", "Classified slices marked not assessed (out of distribution).",
+  r.add("nephra_slices_not_assessed_total",
+        "Classified slices marked not assessed (out of distribution, or an axial cut through the lungs).",
         c.slices_not_assessed);
   r.add("nephra_slices_unreadable_total", "Slices that could not be decoded for classification.", c.slices_unreadable);
 }

@@ -77,7 +77,9 @@ def main():
             rc = v["recall"]
             print(f"| {k} | {f(v['macro_f1'])} | {f(v['accuracy'])} | {f(rc['Normal'])} | {f(rc['Cyst'])} | "
                   f"{f(rc['Stone'])} | {f(rc['Tumor'])} |")
-        print(f"recall mean {cv['recall_mean']} sd {cv['recall_sd']}")
+        sd = cv["recall_sd"]
+        print(f"\nRecall over the {cv['n_folds']} folds, mean ± sd: " + ", ".join(
+            f"{c} {cv['recall_mean'][c]:.3f} ± {f(sd[c])}" for c in cv["recall_mean"]) + ".")
 
 
 if __name__ == "__main__":

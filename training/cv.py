@@ -19,7 +19,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from paths import CLASSES, REPO, tune_malloc  # noqa: E402
-from run_all import RECIPE, schedule_length  # noqa: E402
+from run_all import RECIPE, schedule_length, train_args  # noqa: E402
 
 
 def score_fold(run, fold):
@@ -76,7 +76,7 @@ def main():
             with open(run / "log.txt", "a") as log:
                 if not (hist.exists() and len(json.load(open(hist))) == schedule_length()):
                     subprocess.run([sys.executable, str(HERE / "train.py"), "--out", str(run), "--fold", str(k)]
-                                   + RECIPE["train"] + ["--validate", "last", "--patience", "99"],
+                                   + train_args() + ["--validate", "last"],
                                    check=True, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
                 if RECIPE["soup_epochs"]:
                     subprocess.run([sys.executable, str(HERE / "soup.py"), "--run", str(run), "--fold", str(k),

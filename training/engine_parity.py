@@ -1,8 +1,10 @@
 #!/usr/bin/python3
 """The C++ engine (`nephra classify`) against the Python model on the whole committed grouped test split and on the
-real TCIA series: class agreement and largest probability difference. Writes training/results/engine_parity.json.
+real TCIA series: class agreement and largest probability difference, and on the series whether each slice is "outside
+the abdomen" (body_air above max_air_fraction). Writes training/results/engine_parity.json.
     /usr/bin/python3 training/engine_parity.py --nephra build/release/app/nephra      # records the figures
-    ... --check      # the ctest: exit 1 unless agreement >= 99.9 % and max difference <= 1e-3; writes nothing
+    ... --check      # the ctest: exit 1 unless agreement >= 99.9 %, max difference <= 1e-3 and the air check agrees
+                     # on every slice; writes nothing
 Skips (exit 0 with a message) where ../shared is absent.
 """
 import argparse
@@ -22,7 +24,7 @@ from data import load_split  # noqa: E402
 from export_onnx import load_deployed  # noqa: E402
 from model import to_input  # noqa: E402
 from paths import DATASET, REPO, SHARED, dataset_present, tune_malloc  # noqa: E402
-from preprocess import dicom_slice_to_u8, hu_of  # noqa: E402
+from preprocess import MAX_AIR_FRACTION, body_air, dicom_slice_to_u8, hu_of  # noqa: E402
 
 MODELS = REPO / "models"
 SERIES = SHARED / "data" / "dicom" / "tcia-pancreatic-ct-cbct-seg-001"
@@ -39,13 +41,17 @@ def python_probs(model, u8, temperature, bs=32):
     return np.concatenate(out)
 
 
-def cpp_probs(nephra, files, classes):
-    t0 = time.time()
+def cpp_rows(nephra, files):
+    """One JSON object per file from `nephra classify`."""
     res = subprocess.run([nephra, "classify", "--model", str(MODELS / "nephra-kidney.json"), "--batch", "16"]
                          + [str(f) for f in files], capture_output=True, text=True, cwd=REPO)
     rows = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
     assert len(rows) == len(files), (len(rows), len(files), res.stderr[-2000:])
-    return np.array([[r["probabilities"][c] for c in classes] for r in rows]), time.time() - t0
+    return rows
+
+
+def cpp_probs(rows, classes):
+    return np.array([[r["probabilities"][c] for c in classes] for r in rows])
 
 
 def compare(name, p_py, p_cpp):
@@ -69,21 +75,30 @@ def main():
     model = load_deployed(MODELS / "nephra-kidney.pt")
     rel, x, _ = load_split("test")
     res = {}
-    p_cpp, secs = cpp_probs(args.nephra, [DATASET / r for r in rel], man["classes"])
+    t0 = time.time()
+    p_cpp = cpp_probs(cpp_rows(args.nephra, [DATASET / r for r in rel]), man["classes"])
+    secs = time.time() - t0
     res["test_split"] = compare("grouped test split", python_probs(model, x, man["temperature"]), p_cpp)
     res["test_split"]["cpp_seconds"] = round(secs, 1)
     if SERIES.exists():
         files = sorted(SERIES.glob("*.dcm"))
         pre = man["preprocessing"]["dicom"]
-        u8 = np.stack([dicom_slice_to_u8(hu_of(pydicom.dcmread(f)), pre["window_center"], pre["window_width"])
-                       for f in files])
-        p_cpp, _ = cpp_probs(args.nephra, files, man["classes"])
-        res["tcia_series"] = compare("TCIA DICOM series", python_probs(model, u8, man["temperature"]), p_cpp)
+        hus = [hu_of(pydicom.dcmread(f)) for f in files]
+        u8 = np.stack([dicom_slice_to_u8(hu, pre["window_center"], pre["window_width"]) for hu in hus])
+        rows = cpp_rows(args.nephra, files)
+        res["tcia_series"] = compare("TCIA DICOM series", python_probs(model, u8, man["temperature"]),
+                                     cpp_probs(rows, man["classes"]))
+        outside_py = [body_air(hu) > MAX_AIR_FRACTION for hu in hus]
+        outside_cpp = [bool(r["outside_abdomen"]) for r in rows]
+        res["tcia_series"]["outside_abdomen_agreement"] = float(np.mean(np.equal(outside_py, outside_cpp)))
+        res["tcia_series"]["outside_abdomen_slices"] = int(sum(outside_cpp))
+        print(f"TCIA DICOM series: outside the abdomen {sum(outside_cpp)} slices (C++), {sum(outside_py)} (Python), "
+              f"agreement {res['tcia_series']['outside_abdomen_agreement']:.2%}", flush=True)
     res["model_onnx_sha256"] = man["onnx_sha256"]
     if not args.check:  # the test (--check) must not rewrite a committed file
         (HERE / "results" / "engine_parity.json").write_text(json.dumps(res, indent=1) + "\n")
     ok = all(v["class_agreement"] >= 0.999 and v["max_probability_diff"] <= 1e-3
-             for v in res.values() if isinstance(v, dict))
+             and v.get("outside_abdomen_agreement", 1.0) == 1.0 for v in res.values() if isinstance(v, dict))
     return 0 if ok or not args.check else 1
 
 

@@ -268,6 +268,7 @@ def main():
                           ("kidney_55_90", range(55, 91)), ("lower_abdomen_pelvis_100_134", range(100, 135))):
             s = [per[i] for i in sel if i in per]
             res["ood"][f"dicom_{name}_flagged"] = float(np.mean([v["flagged"] for v in s]))
+            res["ood"][f"dicom_{name}_flagged_by_score"] = float(np.mean([v["score"] > thr_ood for v in s]))
             res["ood"][f"dicom_{name}_n"] = len(s)
             if name == "kidney_55_90":
                 res["dicom_kidney_predictions"] = {c: sum(v["pred"] == c for v in s) for c in CLASSES}

@@ -1,7 +1,7 @@
 #!/usr/bin/python3
-"""One command from the committed grouped split to the shipped artefacts: train → average late epochs → evaluate/calibrate/OOD → ONNX
-export + OpenCV parity check → manifest. With --install, copies them into models/.
-    /usr/bin/python3 training/run_all.py --out training/runs/v2 --install      # what shipped (about 1 h on 2 cores)
+"""One command from the committed grouped split to the shipped artefacts: train (→ average late epochs, if the recipe says
+so) → evaluate/calibrate/OOD → ONNX export + OpenCV parity check → manifest. With --install, copies them into models/.
+    /usr/bin/python3 training/run_all.py --out training/runs/v2 --install      # what shipped (30–65 min on 2 cores)
     /usr/bin/python3 training/run_all.py --out /tmp/nephra-tiny --tiny          # smoke test, about a minute
 The training stage is resumable (re-run the same command). Steps whose outputs exist are not redone.
 """
@@ -33,6 +33,14 @@ TINY = {"train": ["--tiny", "40", "--stage1", "160:1", "--stage2", "224:2", "--m
 NAME = "nephra-kidney"
 
 
+def train_args(recipe=RECIPE):
+    """train.py arguments of a recipe; averaging epochs (soup.py) needs each epoch's weights kept."""
+    args = list(recipe["train"])
+    if recipe["soup_epochs"] and "--snapshots" not in args:
+        args.append("--snapshots")
+    return args
+
+
 def schedule_length(recipe=RECIPE):
     """Epochs in the recipe's schedule (frozen-backbone plus whole-network)."""
     args = recipe["train"]
@@ -51,7 +59,8 @@ def manifest(out, onnx_path, checkpoint, results, parity):
     summary = json.load(open(SPLITS / "summary.json"))
     cv_path = HERE / "results" / "cv.json"
     cv = json.load(open(cv_path)) if cv_path.exists() else {}
-    if cv.get("recipe") != RECIPE:  # figures of another recipe must not be shipped as this model's
+    # Figures of another recipe, or of a run that has not finished every fold, must not be shipped as this model's.
+    if cv.get("recipe") != RECIPE or not cv.get("complete"):
         cv = {}
     r2 = lambda v: [round(float(a), 7) for a in v]  # noqa: E731
     return {
@@ -128,7 +137,7 @@ def main():
     recipe = TINY if args.tiny else RECIPE
     tiny = ["--tiny", "40"] if args.tiny else []
     if not args.skip_train:
-        sh([PY, HERE / "train.py", "--out", out] + recipe["train"])
+        sh([PY, HERE / "train.py", "--out", out] + train_args(recipe))
     checkpoint = out / "final.pt"
     if recipe["soup_epochs"]:
         checkpoint = out / "soup.pt"

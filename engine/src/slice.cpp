@@ -210,7 +210,7 @@ cv::Mat window_u8(const cv::Mat& hu, const Preprocessing& p) {
 
 struct Body {
   cv::Rect box;      // square around the body with a margin; may reach outside the image
-  double air = 0.0;  // fraction of the body, its holes filled, at or below threshold_hu
+  double air = 0.0;  // fraction of the body's filled outline that is not the body region itself
 };
 
 // Fraction of the body's outline (the region with its holes filled) that is not body: lungs, bowel gas.

@@ -18,8 +18,9 @@ struct BodyCrop {
   bool enabled = false;
   double threshold_hu = -500.0;  // body = HU above this, largest connected component
   double margin = 0.04;          // fraction of the box side added on each side, then made square
-  // An axial slice whose body (holes filled) is more than this fraction air (HU <= threshold_hu) cuts through the
-  // lungs, not the abdomen: it is "not assessed" whatever the network says. 1 = no such check (older manifests).
+  // An axial slice whose body outline (holes filled) is more than this fraction not body (lungs, with the vessels
+  // inside them) cuts through the chest, not the abdomen: it is "not assessed" whatever the network says.
+  // 1 = no such check (older manifests).
   double max_air_fraction = 1.0;
 };
 
