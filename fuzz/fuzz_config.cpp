@@ -2,11 +2,6 @@
 // ConfigError is the documented outcome for anything invalid; any other exception or a sanitizer report is a
 // finding. A configuration that loads must survive what the node does with it next: a reload against itself
 // and against the defaults.
-//
-// NEPHRA_FUZZ_TOML_ASCII=1 turns every byte >= 0x80 into '?': toml++ 3.3.0 (Debian 12) reaches
-// __builtin_unreachable() for a non-ASCII code point where it looks for whitespace (e.g. the two bytes C2 A1 at
-// the top level; upstream marzer/tomlplusplus #190/#295, fixed by PR #305). fuzz/run.sh sets it while the
-// reproducer in fuzz/known/fuzz_config/ still triggers, so that the run looks for other problems.
 #include <cstdint>
 #include <cstdio>
 #include <cstdlib>
@@ -17,17 +12,8 @@
 
 #include "nephra/config/config.h"
 
-namespace {
-const bool g_ascii_only = std::getenv("NEPHRA_FUZZ_TOML_ASCII") != nullptr;
-}
-
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
-  std::string text(reinterpret_cast<const char*>(data), size);
-  if (g_ascii_only) {
-    for (char& c : text) {
-      if (static_cast<unsigned char>(c) >= 0x80U) c = '?';
-    }
-  }
+  const std::string text(reinterpret_cast<const char*>(data), size);
   try {
     const nephra::config::Config cfg = nephra::config::load_string(text, "fuzz.toml");
     std::vector<std::string> restart;

@@ -45,7 +45,7 @@ for h in "${harnesses[@]}"; do
   [ -d "$here/regressions/$h" ] || continue
   mapfile -t cases < <(find "$here/regressions/$h" -maxdepth 1 -type f ! -name '*.md' ! -name '*.txt' | sort)
   [ ${#cases[@]} -eq 0 ] && continue
-  if env -u NEPHRA_FUZZ_FINITE_HU -u NEPHRA_FUZZ_TOML_ASCII "$bin" -rss_limit_mb=2048 -timeout=10 "${cases[@]}" \
+  if env -u NEPHRA_FUZZ_FINITE_HU "$bin" -rss_limit_mb=2048 -timeout=10 "${cases[@]}" \
       >"$scratch/$h-regressions.log" 2>&1; then
     echo "$h: ${#cases[@]} reproducer(s) pass"
   else
@@ -59,11 +59,11 @@ done
 
 # Third-party bugs we cannot fix here (fuzz/known/<harness>/, see fuzz/README.md): reported, not fatal; while
 # one still reproduces, the harness runs in a mode that steers around it.
-declare -A known_mode=([fuzz_config]=NEPHRA_FUZZ_TOML_ASCII)
+declare -A known_mode=()
 for h in "${harnesses[@]}"; do
   [ -d "$here/known/$h" ] || continue
   for f in $(find "$here/known/$h" -maxdepth 1 -type f ! -name '*.md' | sort); do
-    if env -u NEPHRA_FUZZ_FINITE_HU -u NEPHRA_FUZZ_TOML_ASCII "build/fuzz/fuzz/$h" -rss_limit_mb=2048 -timeout=10 "$f" \
+    if env -u NEPHRA_FUZZ_FINITE_HU "build/fuzz/fuzz/$h" -rss_limit_mb=2048 -timeout=10 "$f" \
         >"$scratch/known.log" 2>&1; then
       echo "$h: known third-party problem $(basename "$f") no longer reproduces: move it to fuzz/regressions/$h/"
     else

@@ -5,6 +5,7 @@
 #include <toml++/toml.h>
 #include <algorithm>
 #include <array>
+#include <fstream>
 #include <sstream>
 
 namespace nephra::config {
@@ -291,7 +292,97 @@ Config apply_reload(const Config& running, Config next, std::vector<std::string>
   return next;
 }
 
+namespace {
+
+// TOML allows bytes >= 0x80 only inside strings and comments. toml++ 3.3.0 reaches __builtin_unreachable() on some
+// of them elsewhere (upstream #190/#295; fuzz/README.md), so they are refused here before it sees them.
+class AsciiOutsideStrings {
+ public:
+  explicit AsciiOutsideStrings(const std::string& text) : s_(text) {}
+
+  void check() {
+    int line = 1;
+    while (i_ < s_.size()) {
+      const char c = s_[i_];
+      if (c == '\n') ++line;
+      switch (state_) {
+        case State::kBare:
+          bare(c, line);
+          break;
+        case State::kComment:
+          state_ = c == '\n' ? State::kBare : state_;
+          break;
+        case State::kBasic:
+          quoted(c, '"', true);
+          break;
+        case State::kLiteral:
+          quoted(c, '\'', false);
+          break;
+        case State::kMultiBasic:
+          multi(c, '"', true);
+          break;
+        case State::kMultiLiteral:
+          multi(c, '\'', false);
+          break;
+      }
+      ++i_;
+    }
+  }
+
+ private:
+  enum class State { kBare, kComment, kBasic, kLiteral, kMultiBasic, kMultiLiteral };
+  const std::string& s_;
+  size_t i_ = 0;
+  State state_ = State::kBare;
+
+  [[nodiscard]] bool triple(char q) const { return s_.compare(i_, 3, std::string(3, q)) == 0; }
+
+  void bare(char c, int line) {
+    if (static_cast<unsigned char>(c) >= 0x80) {
+      throw ConfigError("(syntax)", "a non-ASCII character outside a string or comment", line);
+    }
+    if (c == '#') {
+      state_ = State::kComment;
+    } else if (c == '"' || c == '\'') {
+      const bool multi = triple(c);
+      state_ =
+          c == '"' ? (multi ? State::kMultiBasic : State::kBasic) : (multi ? State::kMultiLiteral : State::kLiteral);
+      if (multi) i_ += 2;
+    }
+  }
+
+  [[nodiscard]] bool next_is(char c) const { return i_ + 1 < s_.size() && s_[i_ + 1] == c; }
+
+  // After a backslash the next character is escaped; a newline is left to be counted (TOML reports it if wrong).
+  void skip_escaped() {
+    if (i_ + 1 < s_.size() && !next_is('\n')) ++i_;
+  }
+
+  void quoted(char c, char quote, bool escapes) {
+    if (escapes && c == '\\') {
+      skip_escaped();
+    } else if (c == quote || c == '\n') {
+      state_ = State::kBare;
+    }
+  }
+
+  void multi(char c, char quote, bool escapes) {
+    if (escapes && c == '\\') {
+      skip_escaped();
+    } else if (triple(quote)) {
+      i_ += 2;
+      // Up to two more quotes belong to the content: """a""""" holds a"".
+      if (next_is(quote)) ++i_;
+      if (next_is(quote)) ++i_;
+      state_ = State::kBare;
+    }
+  }
+};
+
+}  // namespace
+
 Config load_string(const std::string& toml_text, const std::string& source_name) {
+  AsciiOutsideStrings(toml_text).check();
   toml::table root;
   try {
     root = toml::parse(toml_text, source_name);
@@ -302,13 +393,10 @@ Config load_string(const std::string& toml_text, const std::string& source_name)
 }
 
 Config load_file(const std::filesystem::path& path) {
-  toml::table root;
-  try {
-    root = toml::parse_file(path.string());
-  } catch (const toml::parse_error& err) {
-    throw ConfigError("(syntax)", std::string(err.description()), static_cast<int>(err.source().begin.line));
-  }
-  return Reader(root).read();
+  std::ifstream in(path, std::ios::binary);
+  std::ostringstream text;
+  if (!(in && text << in.rdbuf())) throw ConfigError("(file)", "cannot read " + path.string());
+  return load_string(text.str(), path.string());
 }
 
 }  // namespace nephra::config

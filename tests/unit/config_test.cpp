@@ -131,3 +131,35 @@ TEST(Config, ReadmeReferenceMatchesSchema) {
   EXPECT_NE(readme.find(nephra::config::reference_markdown()), std::string::npos)
       << "README.md's configuration reference is stale: paste the output of `nephrad --print-reference`";
 }
+
+// toml++ 3.3.0 reaches __builtin_unreachable() on some non-ASCII bytes outside strings (fuzz/README.md).
+TEST(Config, NonAsciiOutsideStringsIsASyntaxErrorWithItsLine) {
+  for (const std::string& text : {std::string("\xC2\xA1"), std::string("[node]\nport = 1\xC2\xA0\n"),
+                                  std::string("[node]\nae_title = \"A\" \xE3\x80\x80 # x\n")}) {
+    try {
+      load_string(text);
+      ADD_FAILURE() << "accepted " << text;
+    } catch (const ConfigError& err) {
+      EXPECT_EQ(err.key(), "(syntax)");
+      EXPECT_NE(std::string(err.what()).find("non-ASCII"), std::string::npos) << err.what();
+    }
+  }
+  try {
+    load_string("# one\n\n[node]\nport = 1\xC2\xA0\n");
+    ADD_FAILURE() << "accepted a no-break space after a value";
+  } catch (const ConfigError& err) {
+    EXPECT_NE(std::string(err.what()).find("line 4"), std::string::npos) << err.what();
+  }
+}
+
+TEST(Config, NonAsciiInsideStringsAndCommentsIsAccepted) {
+  EXPECT_EQ(error_key("# Universitätsspital, Zürich\n"
+                      "[node]\n"
+                      "spool_dir = \"spool-\xC3\xBC \\\" \xC3\xA9\" # caf\xC3\xA9\n"
+                      "[tls]\n"
+                      "certificate = '''\n/etc/nephra/\xC3\xBC''' # '''\n"
+                      "private_key = \"\"\"k\xC3\xA9y\"\"\"\"\"\n"),
+            "(accepted)");
+  const auto cfg = load_string("[node]\nspool_dir = 'sp\xC3\xB6ol'\n");
+  EXPECT_EQ(cfg.node.spool_dir, "sp\xC3\xB6ol");
+}
