@@ -2,6 +2,7 @@
 
 #include <Eigen/Dense>
 #include <cmath>
+#include <limits>
 #include <mutex>
 #include <opencv2/core/utility.hpp>
 #include <opencv2/dnn.hpp>
@@ -12,7 +13,7 @@ namespace {
 
 std::vector<double> calibrated(const float* logits, size_t n, double temperature) {
   std::vector<double> p(n);
-  double max = -INFINITY;
+  double max = -std::numeric_limits<double>::infinity();
   for (size_t i = 0; i < n; ++i) max = std::max(max, static_cast<double>(logits[i]) / temperature);
   double sum = 0;
   for (size_t i = 0; i < n; ++i) sum += p[i] = std::exp(static_cast<double>(logits[i]) / temperature - max);
@@ -163,7 +164,8 @@ cv::Mat overlay(const Slice& slice, const cv::Mat& heat) {
       const auto& g = gray_bgr.at<cv::Vec3b>(r, c);
       const auto& h = colour.at<cv::Vec3b>(r, c);
       auto& o = out.at<cv::Vec3b>(r, c);
-      for (int k = 0; k < 3; ++k) o[k] = cv::saturate_cast<uchar>((1.0F - a) * g[k] + a * h[k]);
+      for (int k = 0; k < 3; ++k)
+        o[k] = cv::saturate_cast<uchar>((1.0F - a) * static_cast<float>(g[k]) + a * static_cast<float>(h[k]));
     }
   }
   return out;
