@@ -5,8 +5,9 @@ Each fold runs the shipped recipe (run_all.RECIPE: the same training arguments a
 folds, with no early stopping (the held-out fold is never looked at during training), and is scored once on its
 held-out fold at 224 px. Writes training/results/cv.json.
     /usr/bin/python3 training/cv.py --out training/runs/cv [--folds 0,1,2,3,4]
-Resumable: finished folds are skipped, an interrupted fold resumes from its last epoch. cv.json is rewritten after
-every fold ("complete": false until all planned folds are in).
+Resumable: finished folds are skipped, an interrupted fold resumes from its last epoch, and a fold already recorded
+in the committed cv.json for the same recipe is carried over (so a fresh checkout runs only the missing folds). cv.json
+is rewritten after every fold ("complete": false until all planned folds are in).
 """
 import argparse
 import json
@@ -53,6 +54,13 @@ def summarise(folds, planned):
     return res
 
 
+def write_results(path, folds, planned):
+    res = summarise(dict(sorted(folds.items())), planned)
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(res, indent=1) + "\n")
+    return res
+
+
 def main():
     tune_malloc()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -65,10 +73,16 @@ def main():
     out = Path(args.out)
     folds = {}
     planned = [int(v) for v in args.folds.split(",")]
+    recorded = json.loads(Path(args.results).read_text()) if Path(args.results).exists() else {}
+    recorded = recorded.get("folds", {}) if recorded.get("recipe") == RECIPE else {}
     for k in planned:
         run = out / f"fold{k}"
         hist = run / "history.json"
         scored = run / "heldout.json"
+        if str(k) in recorded and not scored.exists():
+            folds[k] = recorded[str(k)]
+            print(k, "recorded in", args.results, json.dumps(folds[k]), flush=True)
+            continue
         if args.summary_only and not scored.exists():
             continue
         if not scored.exists():
@@ -90,10 +104,9 @@ def main():
                     "recall": dict(zip(CLASSES, m["recall"])), "f1": dict(zip(CLASSES, m["f1"])),
                     "train_seconds": sum(h["train_seconds"] for h in json.load(open(hist)))}
         print(k, json.dumps(folds[k]), flush=True)
-        res = summarise(folds, planned)
-        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.results).write_text(json.dumps(res, indent=1) + "\n")
+        write_results(args.results, folds, planned)
     if folds:
+        res = write_results(args.results, folds, planned)
         print(json.dumps({k: res[k] for k in ("macro_f1_mean", "macro_f1_sd", "recall_mean")}, indent=1))
 
 
