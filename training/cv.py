@@ -105,8 +105,8 @@ def main():
                     "train_seconds": sum(h["train_seconds"] for h in json.load(open(hist)))}
         print(k, json.dumps(folds[k]), flush=True)
         write_results(args.results, folds, planned)
-    if folds:
-        res = write_results(args.results, folds, planned)
+    if folds:  # every fold is in the file by now; this only prints the summary
+        res = summarise(dict(sorted(folds.items())), planned)
         print(json.dumps({k: res[k] for k in ("macro_f1_mean", "macro_f1_sd", "recall_mean")}, indent=1))
 
 
