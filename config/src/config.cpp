@@ -294,20 +294,30 @@ Config apply_reload(const Config& running, Config next, std::vector<std::string>
 
 namespace {
 
-// TOML allows bytes >= 0x80 only inside strings and comments. toml++ 3.3.0 reaches __builtin_unreachable() on some
-// of them elsewhere (upstream #190/#295; fuzz/README.md), so they are refused here before it sees them.
-class AsciiOutsideStrings {
+// toml++ 3.3.0 reaches __builtin_unreachable() when it asks whether some non-ASCII code points are whitespace
+// (upstream #190/#295; fuzz/README.md). It asks outside strings, inside multi-line basic strings after a backslash,
+// and inside bare values that contain quotes (`1'x'`), so telling those places apart means re-implementing its
+// parser. Non-ASCII text is therefore taken only in comments, which it reads without asking; strings carry it as
+// \uXXXX escapes. Strings are tracked only so that a '#' inside one does not start a comment.
+class AsciiOutsideComments {
  public:
-  explicit AsciiOutsideStrings(const std::string& text) : s_(text) {}
+  explicit AsciiOutsideComments(const std::string& text) : s_(text) {}
 
   void check() {
     int line = 1;
     while (i_ < s_.size()) {
       const char c = s_[i_];
+      if (state_ != State::kComment && static_cast<unsigned char>(c) >= 0x80) {
+        throw ConfigError("(syntax)",
+                          state_ == State::kBare ? "a non-ASCII character outside a string or comment"
+                                                 : "a non-ASCII character in a string (write it as a \\uXXXX "
+                                                   "escape in a double-quoted string)",
+                          line);
+      }
       if (c == '\n') ++line;
       switch (state_) {
         case State::kBare:
-          bare(c, line);
+          bare(c);
           break;
         case State::kComment:
           state_ = c == '\n' ? State::kBare : state_;
@@ -337,10 +347,7 @@ class AsciiOutsideStrings {
 
   [[nodiscard]] bool triple(char q) const { return s_.compare(i_, 3, std::string(3, q)) == 0; }
 
-  void bare(char c, int line) {
-    if (static_cast<unsigned char>(c) >= 0x80) {
-      throw ConfigError("(syntax)", "a non-ASCII character outside a string or comment", line);
-    }
+  void bare(char c) {
     if (c == '#') {
       state_ = State::kComment;
     } else if (c == '"' || c == '\'') {
@@ -353,9 +360,10 @@ class AsciiOutsideStrings {
 
   [[nodiscard]] bool next_is(char c) const { return i_ + 1 < s_.size() && s_[i_ + 1] == c; }
 
-  // After a backslash the next character is escaped; a newline is left to be counted (TOML reports it if wrong).
+  // After a backslash the next character is escaped; a newline is left to be counted (TOML reports it if wrong), and
+  // a non-ASCII byte is left to be refused.
   void skip_escaped() {
-    if (i_ + 1 < s_.size() && !next_is('\n')) ++i_;
+    if (i_ + 1 < s_.size() && !next_is('\n') && static_cast<unsigned char>(s_[i_ + 1]) < 0x80) ++i_;
   }
 
   void quoted(char c, char quote, bool escapes) {
@@ -382,7 +390,7 @@ class AsciiOutsideStrings {
 }  // namespace
 
 Config load_string(const std::string& toml_text, const std::string& source_name) {
-  AsciiOutsideStrings(toml_text).check();
+  AsciiOutsideComments(toml_text).check();
   toml::table root;
   try {
     root = toml::parse(toml_text, source_name);
