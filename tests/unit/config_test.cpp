@@ -72,12 +72,11 @@ TEST(Config, EverySchemaKeyRejectsAWrongTypeAndAnOutOfRangeValue) {
     const std::string section = peer ? "" : row.key.substr(0, row.key.find('.'));
     const std::string shown = peer ? "peers[0]." + name : row.key;
     const auto toml_with = [&](const std::string& value) {
-      if (!peer) return "[" + section + "]\n" + name + " = " + value + "\n";
-      std::string t = "[[peers]]\n";
-      for (const char* k : {"ae_title", "host", "port"}) {
-        if (name != k) t += std::string(k) + (std::string(k) == "port" ? " = 104\n" : " = \"X\"\n");
+      std::string t = peer ? "[[peers]]\n" : "[" + section + "]\n";
+      for (const std::string k : {"ae_title", "host", "port"}) {
+        if (peer && name != k) t.append(k).append(k == "port" ? " = 104\n" : " = \"X\"\n");
       }
-      return t + name + " = " + value + "\n";
+      return t.append(name).append(" = ").append(value).append("\n");
     };
     const std::string wrong_type = row.type == "string" ? "1" : "\"text\"";
     EXPECT_EQ(error_key(toml_with(wrong_type)), shown) << row.key;
