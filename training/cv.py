@@ -23,22 +23,31 @@ from paths import CLASSES, REPO, tune_malloc  # noqa: E402
 from run_all import RECIPE, schedule_length, train_args  # noqa: E402
 
 
-def score_fold(run, fold):
-    """Held-out-fold metrics of the recipe's final weights (soup.pt or final.pt)."""
+FINAL_WEIGHTS = "soup.pt" if RECIPE["soup_epochs"] else "final.pt"
+
+
+def load_fold(run, fold):
+    """The fold's network with the recipe's final weights, and its held-out images and labels."""
     import torch
     from model import build_model
-    from train import evaluate, load_data
+    from train import load_data
     torch.set_num_threads(2)
     net = build_model(pretrained=False)
-    name = "soup.pt" if RECIPE["soup_epochs"] else "final.pt"
-    net.load_state_dict(torch.load(run / name, map_location="cpu"))
+    net.load_state_dict(torch.load(run / FINAL_WEIGHTS, map_location="cpu"))
     _, (_, x, y) = load_data(argparse.Namespace(random_split=False, fold=fold, tiny=0))
-    metrics, _ = evaluate(net, x, y)
+    return net, x, y
+
+
+def score_fold(run, fold):
+    """Held-out-fold metrics of the recipe's final weights."""
+    from train import evaluate
+    metrics, _ = evaluate(*load_fold(run, fold))
     return metrics
 
 
 def summarise(folds, planned):
     """cv.json: written after every fold, so an interrupted run still records the folds it finished."""
+    folds = dict(sorted(folds.items()))
     f1 = np.array([v["macro_f1"] for v in folds.values()])
     res = {"protocol": "grouped class-stratified 5-fold (folds.csv); each fold runs the shipped recipe ("
                        + " ".join(RECIPE["train"]) + (f", weight average of epochs {RECIPE['soup_epochs']}"
@@ -55,7 +64,7 @@ def summarise(folds, planned):
 
 
 def write_results(path, folds, planned):
-    res = summarise(dict(sorted(folds.items())), planned)
+    res = summarise(folds, planned)
     Path(path).parent.mkdir(parents=True, exist_ok=True)
     Path(path).write_text(json.dumps(res, indent=1) + "\n")
     return res
@@ -106,7 +115,7 @@ def main():
         print(k, json.dumps(folds[k]), flush=True)
         write_results(args.results, folds, planned)
     if folds:  # every fold is in the file by now; this only prints the summary
-        res = summarise(dict(sorted(folds.items())), planned)
+        res = summarise(folds, planned)
         print(json.dumps({k: res[k] for k in ("macro_f1_mean", "macro_f1_sd", "recall_mean")}, indent=1))
 
 

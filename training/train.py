@@ -78,12 +78,17 @@ def evaluate(net, x, y, bs=16):
         logits.append(lo)
         feats.append(fe)
     logits = torch.cat(logits)
+    return scores(logits, y), logits
+
+
+def scores(logits, y):
+    """Loss, accuracy, macro-F1 and per-class recall/F1 of argmax decisions on logits [N,4] against labels y."""
     pred = logits.argmax(1).numpy()
     return {"loss": float(F.cross_entropy(logits, torch.from_numpy(y)).item()),
             "acc": float((pred == y).mean()),
             "macro_f1": float(f1_score(y, pred, average="macro")),
             "recall": [float((pred[y == c] == c).mean()) if (y == c).any() else None for c in range(4)],
-            "f1": [float(v) for v in f1_score(y, pred, average=None, labels=range(4), zero_division=0)]}, logits
+            "f1": [float(v) for v in f1_score(y, pred, average=None, labels=range(4), zero_division=0)]}
 
 
 def group_weights(rel, y):
