@@ -38,6 +38,21 @@ def load_fold(run, fold):
     return net, x, y
 
 
+def train_fold(run, fold):
+    """Runs the recipe on every fold but `fold` into `run` (resumes; does nothing when its final weights exist)."""
+    run.mkdir(parents=True, exist_ok=True)
+    hist = run / "history.json"
+    with open(run / "log.txt", "a") as log:
+        if not (hist.exists() and len(json.load(open(hist))) == schedule_length()):
+            subprocess.run([sys.executable, str(HERE / "train.py"), "--out", str(run), "--fold", str(fold)]
+                           + train_args() + ["--validate", "last"],
+                           check=True, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+        if RECIPE["soup_epochs"] and not (run / FINAL_WEIGHTS).exists():
+            subprocess.run([sys.executable, str(HERE / "soup.py"), "--run", str(run), "--fold", str(fold),
+                            "--epochs", RECIPE["soup_epochs"]],
+                           check=True, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+
+
 def score_fold(run, fold):
     """Held-out-fold metrics of the recipe's final weights."""
     from train import evaluate
@@ -95,16 +110,7 @@ def main():
         if args.summary_only and not scored.exists():
             continue
         if not scored.exists():
-            run.mkdir(parents=True, exist_ok=True)
-            with open(run / "log.txt", "a") as log:
-                if not (hist.exists() and len(json.load(open(hist))) == schedule_length()):
-                    subprocess.run([sys.executable, str(HERE / "train.py"), "--out", str(run), "--fold", str(k)]
-                                   + train_args() + ["--validate", "last"],
-                                   check=True, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-                if RECIPE["soup_epochs"]:
-                    subprocess.run([sys.executable, str(HERE / "soup.py"), "--run", str(run), "--fold", str(k),
-                                    "--epochs", RECIPE["soup_epochs"]],
-                                   check=True, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
+            train_fold(run, k)
             m = score_fold(run, k) if RECIPE["soup_epochs"] else {
                 k2[4:]: v for k2, v in json.load(open(hist))[-1].items() if k2.startswith("val_")}
             scored.write_text(json.dumps(m) + "\n")

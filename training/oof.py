@@ -1,0 +1,85 @@
+#!/usr/bin/python3
+"""Out-of-fold predictions of the shipped recipe for every slice of the dataset (grouped 5-fold, folds.csv).
+
+For each fold k: the recipe trains on the other four folds (cv.train_fold; weights kept under --out, ignored by git),
+then every held-out slice gets its uncalibrated logits and its OOD score (MahalanobisPCA fitted on the training folds'
+pooled features, as evaluate.py fits it on the training split). One CSV per fold under training/results/oof/, so a
+fold is committed as soon as it finishes and a later checkout runs only the missing ones. The study-level decision
+layer is fitted on these, studies as the unit (training/study_rule.py).
+    /usr/bin/python3 training/oof.py --out training/runs/cv [--folds 0,1,2,3,4]
+"""
+import argparse
+import csv
+import gzip
+import io
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+from calibrate_ood import MahalanobisPCA  # noqa: E402
+from cv import FINAL_WEIGHTS, train_fold  # noqa: E402
+from data import group_of  # noqa: E402
+from model import build_model, forward_all, to_input  # noqa: E402
+from paths import CLASSES, tune_malloc  # noqa: E402
+from train import load_data  # noqa: E402
+
+RESULTS = HERE / "results" / "oof"
+FIELDS = ["relpath", "study", "fold", "label"] + [f"logit_{c}" for c in CLASSES] + ["ood_score"]
+
+
+@torch.no_grad()
+def infer(net, x, bs=32):
+    """(logits [N,4], pooled features [N,1280]) at the deployed 224 px, no augmentation."""
+    net.eval()
+    lo, fe = [], []
+    for i in range(0, len(x), bs):
+        a, b = forward_all(net, to_input(x[i:i + bs]))
+        lo.append(a.numpy())
+        fe.append(b.numpy())
+    return np.concatenate(lo), np.concatenate(fe)
+
+
+def fold_rows(run, fold):
+    torch.set_num_threads(2)
+    net = build_model(pretrained=False)
+    net.load_state_dict(torch.load(run / FINAL_WEIGHTS, map_location="cpu"))
+    (_, xtr, ytr), (rel, xte, yte) = load_data(argparse.Namespace(random_split=False, fold=fold, tiny=0))
+    _, ftr = infer(net, xtr)
+    logits, fte = infer(net, xte)
+    ood = MahalanobisPCA().fit(ftr, ytr).score(fte)
+    for r, y, lo, s in zip(rel, yte, logits, ood):
+        cls, group = group_of(r)
+        yield [r, f"{cls}/{group}", fold, CLASSES[int(y)]] + [f"{v:.5f}" for v in lo] + [f"{s:.4f}"]
+
+
+def main():
+    tune_malloc()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--out", required=True, help="where each fold's weights are kept (training/runs/cv)")
+    p.add_argument("--folds", default="0,1,2,3,4")
+    args = p.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    for k in (int(v) for v in args.folds.split(",")):
+        dest = RESULTS / f"fold{k}.csv.gz"
+        if dest.exists():
+            print(k, "already in", dest, flush=True)
+            continue
+        run = Path(args.out) / f"fold{k}"
+        train_fold(run, k)
+        tmp = dest.with_suffix(".tmp")
+        # mtime=0: the same predictions give the same bytes, so a re-run does not show as a change
+        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+                io.TextIOWrapper(gz, encoding="utf-8", newline="") as f:
+            w = csv.writer(f, lineterminator="\n")
+            w.writerow(FIELDS)
+            w.writerows(fold_rows(run, k))
+        tmp.rename(dest)
+        print(k, "written", dest, flush=True)
+
+
+if __name__ == "__main__":
+    main()
