@@ -15,7 +15,7 @@
 #include "nephra/engine/classifier.h"
 #include "nephra/metrics/metrics.h"
 #include "nephra/pipeline/pipeline.h"
-#include "nephra/scp/spool.h"
+#include "nephra/store/round_store.h"
 #include "nephra/scp/storage_server.h"
 #include "node_metrics.h"
 #include "systemd_notify.h"
@@ -39,7 +39,7 @@ std::string join(const std::vector<std::string>& items) {
 // Everything the node runs, in construction order; destruction runs the other way.
 struct Parts {
   config::Shared live;
-  scp::Spool spool;
+  store::RoundStore spool;
   std::unique_ptr<engine::Classifier> classifier;
   pipeline::ClassifyStats classify_stats;
   pipeline::Outbox outbox;
@@ -149,7 +149,8 @@ class Runtime {
     const auto& d = parts_.outbox.stats();
     return "queue " + std::to_string(p.queue_depth.load()) + ", running " + std::to_string(p.jobs_running.load()) +
            ", results pending " + std::to_string(d.pending.load()) + " (retrying " + std::to_string(d.retrying.load()) +
-           "), studies done " + std::to_string(p.jobs_done.load());
+           "), studies done " + std::to_string(p.jobs_done.load()) + ", quarantined " +
+           std::to_string(p.quarantined.load());
   }
 
   HttpResponse serve(const std::string& path) const {
@@ -161,7 +162,10 @@ class Runtime {
                                    {"version", version_},
                                    {"model", parts_.classifier->model().id()},
                                    {"queue_depth", parts_.pipeline->stats().queue_depth.load()},
-                                   {"results_pending", parts_.outbox.stats().pending.load()}};
+                                   {"results_pending", parts_.outbox.stats().pending.load()},
+                                   {"results_dead_lettered", parts_.outbox.stats().dead_lettered.load()},
+                                   // still ready (others' studies go on), but a person must look at these rounds
+                                   {"rounds_quarantined", parts_.pipeline->stats().quarantined.load()}};
       return {reason.empty() ? 200 : 503, "application/json", body.dump() + "\n"};
     }
     return {404, "text/plain; charset=utf-8", "not found; try /healthz or /metrics\n"};

@@ -12,7 +12,7 @@ struct NodeParts {
   const pipeline::Pipeline& pipeline;
   const pipeline::ClassifyStats& classify;
   const pipeline::Outbox& outbox;
-  const scp::Spool& spool;
+  const store::RoundStore& spool;
 };
 
 void register_node_metrics(metrics::Registry& registry, const NodeParts& parts);

@@ -37,6 +37,16 @@ class Reader {
       check_keys(*t, at);
       cfg.pipeline.workers = integer(*t, at, "workers", cfg.pipeline.workers);
       cfg.pipeline.stall_seconds = number(*t, at, "stall_seconds", cfg.pipeline.stall_seconds);
+      cfg.pipeline.max_attempts = integer(*t, at, "max_attempts", cfg.pipeline.max_attempts);
+      cfg.pipeline.retry_seconds = number(*t, at, "retry_seconds", cfg.pipeline.retry_seconds);
+    }
+    if (const auto* t = table_at(root_, "retention")) {
+      const Place at{"retention.", "retention."};
+      check_keys(*t, at);
+      auto& r = cfg.retention;
+      r.instances_hours = number(*t, at, "instances_hours", r.instances_hours);
+      r.results_hours = number(*t, at, "results_hours", r.results_hours);
+      r.max_spool_gb = number(*t, at, "max_spool_gb", r.max_spool_gb);
     }
     if (const auto* t = table_at(root_, "engine")) read_engine(*t, cfg.engine);
     if (const auto* t = table_at(root_, "results")) read_results(*t, cfg.results);
@@ -166,11 +176,10 @@ class Reader {
     const Place at{"results.", "results."};
     check_keys(t, at);
     r.uid_root = string(t, at, "uid_root", r.uid_root);
-    const bool digits_and_dots =
-        std::all_of(r.uid_root.begin(), r.uid_root.end(), [](char c) { return c == '.' || (c >= '0' && c <= '9'); });
-    if (r.uid_root.empty() || r.uid_root.size() > 40 || !digits_and_dots || r.uid_root.front() == '.' ||
-        r.uid_root.back() == '.') {
-      throw ConfigError("results.uid_root", "must be a UID prefix of digits and dots, at most 40 characters",
+    if (!is_uid_prefix(r.uid_root)) {
+      throw ConfigError("results.uid_root",
+                        "must be a UID prefix: digits and dots, at most 40 characters, no empty component and no "
+                        "component with a leading zero (PS3.5 9.1)",
                         line_of(t));
     }
     r.max_heatmaps = integer(t, at, "max_heatmaps", r.max_heatmaps);
@@ -252,6 +261,21 @@ class Reader {
 };
 
 }  // namespace
+
+bool is_uid_prefix(const std::string& uid) {
+  if (uid.empty() || uid.size() > 40) return false;
+  size_t start = 0;
+  while (true) {
+    const size_t dot = uid.find('.', start);
+    const std::string part = uid.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    if (part.empty() || !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; })) {
+      return false;
+    }
+    if (part.size() > 1 && part.front() == '0') return false;
+    if (dot == std::string::npos) return true;
+    start = dot + 1;
+  }
+}
 
 ConfigError::ConfigError(std::string key, const std::string& message, int line)
     : std::runtime_error(key + ": " + message + (line > 0 ? " (line " + std::to_string(line) + ")" : "")),

@@ -45,6 +45,13 @@ const std::vector<KeyInfo> kRows = {
      "A study job running longer than this counts as stalled: /healthz reports it and the systemd watchdog is "
      "no longer fed, so systemd restarts the node.",
      10, 86400, kLive},
+    {"pipeline.max_attempts", "integer", "5",
+     "Tries of a study job (a try that crashes the node counts) before the round is quarantined with its reason.", 1,
+     100, kLive},
+    {"pipeline.retry_seconds", "number", "30",
+     "Wait before a failed study job (disk full, too many open files) is tried again; doubles each time, at most "
+     "results.retry_max_seconds.",
+     1, 86400, kLive},
     {"engine.model", "string", "\"models/nephra-kidney.json\"",
      "Model manifest (JSON beside its ONNX file); its sha256 is checked at start.", 0, 0, kRestart},
     {"engine.threads", "integer", "0", "CPU threads for inference (0 = all cores).", 0, 256, kRestart},
@@ -60,6 +67,17 @@ const std::vector<KeyInfo> kRows = {
     {"results.give_up_hours", "number", "72", "After this long without delivery, results go to the dead-letter folder.",
      0.001, 8760, kLive},
     {"results.timeout_seconds", "integer", "30", "Network timeout for sending results.", 1, 3600, kLive},
+    {"retention.instances_hours", "number", "24",
+     "How long received CT stays once every round of its study is done (delivered, dead-lettered or superseded); "
+     "a late instance after that re-runs the study on what is left.",
+     0, 87600, kLive},
+    {"retention.results_hours", "number", "168",
+     "How long a done study's results and records stay; then its folder goes (a re-send after that is a new study).",
+     0, 87600, kLive},
+    {"retention.max_spool_gb", "number", "0",
+     "Size cap of the spool's studies (0 = none): above it the oldest done studies go first, never one still to "
+     "classify, deliver or quarantined.",
+     0, 1000000, kLive},
     {"tls.enabled", "boolean", "false",
      "The DICOM port accepts DICOM TLS (BCP 195 profile) only; plain associations fail the handshake.", 0, 0, kRestart},
     {"tls.certificate", "string", "\"\"", "The node's certificate (PEM), for the port and for sending over TLS.", 0, 0,
@@ -119,61 +137,21 @@ std::string reference_markdown() {
 }
 
 std::string default_toml() {
-  return R"([node]
-ae_title = "NEPHRA"
-bind = "127.0.0.1"
-port = 11112
-spool_dir = "spool"
-max_associations = 16
-shutdown_grace_seconds = 30
-check_peer_address = true
-max_pdu_bytes = 65536
-min_free_spool_mb = 512
-max_instance_mb = 1024
-
-[study]
-stable_seconds = 10
-max_instances = 5000
-
-[pipeline]
-workers = 2
-stall_seconds = 900
-
-[engine]
-model = "models/nephra-kidney.json"
-threads = 0
-batch = 8
-
-[results]
-uid_root = "2.25"
-max_heatmaps = 20
-retry_initial_seconds = 5
-retry_max_seconds = 600
-give_up_hours = 72
-timeout_seconds = 30
-
-[tls]
-enabled = false
-certificate = ""
-private_key = ""
-ca_certificates = ""
-require_client_certificate = true
-
-[http]
-enabled = true
-bind = "127.0.0.1"
-port = 8080
-
-[log]
-level = "info"
-dcmtk_level = "warn"
-target = "auto"
-
-[[peers]]
-ae_title = "ORTHANC"
-host = "127.0.0.1"
-port = 4242
-)";
+  // Generated from the table, so a key and its default live in one place; the peer is an example to edit.
+  std::ostringstream out;
+  std::string section;
+  for (const auto& row : schema()) {
+    const auto dot = row.key.find('.');
+    const std::string table = row.key.substr(0, dot);
+    if (table == "peers[]") continue;
+    if (table != section) {
+      out << (section.empty() ? "" : "\n") << "[" << table << "]\n";
+      section = table;
+    }
+    out << row.key.substr(dot + 1) << " = " << row.default_value << "\n";
+  }
+  out << "\n[[peers]]\nae_title = \"ORTHANC\"\nhost = \"127.0.0.1\"\nport = 4242\n";
+  return out.str();
 }
 
 }  // namespace nephra::config

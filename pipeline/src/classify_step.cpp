@@ -51,13 +51,9 @@ class ClassifyStep : public StudyStep {
 
   [[nodiscard]] std::string name() const override { return "classify"; }
 
-  void run(const scp::StudyRound& round, scp::Spool& spool) override {
+  StepResult run(const store::StudyRound& round, store::RoundStore& store) override {
     const auto started = std::chrono::steady_clock::now();
-    std::vector<fs::path> files;
-    for (const auto& e : fs::directory_iterator(round.dir)) {
-      if (e.path().extension() == ".dcm") files.push_back(e.path());
-    }
-    std::sort(files.begin(), files.end());
+    const std::vector<fs::path> files = store.inputs(round);
     std::vector<engine::FileError> errors;
     const auto study = engine::classify_files(files, clf_, errors);
     for (const auto& e : errors) {
@@ -67,16 +63,18 @@ class ClassifyStep : public StudyStep {
     stats_.slices_unreadable.inc(errors.size());
     stats_.slices_classified.inc(study.slices.size());
     stats_.slices_not_assessed.inc(static_cast<std::uint64_t>(study.not_assessed));
-    if (study.slices.empty()) throw std::runtime_error("no slice of the study could be classified");
-    spool.write_round_file(round, "results.json", engine::study_json(study, clf_.model()) + "\n");
+    if (study.slices.empty()) return StepResult::fail("no slice of the study could be classified");
+    store.write_round_file(round, "results.json", engine::study_json(study, clf_.model()) + "\n");
     const auto ms = [&] {
       return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
     };
     spdlog::info("STUDY_CLASSIFIED study={} round={} slices={} not_assessed={} unreadable={} findings=\"{}\" ms={}",
                  round.study_key, round.round, study.slices.size(), study.not_assessed, study.failed,
                  findings_text(study), ms());
-    write_results(round, study);
-    spdlog::info("RESULTS_WRITTEN study={} round={} ms={}", round.study_key, round.round, ms());
+    const auto state = write_results(round, study, store);
+    spdlog::info("RESULTS_WRITTEN study={} round={} state={} ms={}", round.study_key, round.round,
+                 store::to_string(state), ms());
+    return StepResult::done();
   }
 
  private:
@@ -93,26 +91,27 @@ class ClassifyStep : public StudyStep {
     return out.empty() ? "none" : out;
   }
 
-  // SR + heatmaps into out.partial/, then one rename to out/: a crash leaves either nothing or everything.
-  void write_results(const scp::StudyRound& round, const engine::StudyResult& study) {
-    const fs::path partial = round.dir / "out.partial";
-    fs::remove_all(partial);
-    fs::create_directories(partial);
+  // SR + heatmaps into the store's staging folder, committed as a whole: a crash leaves all or nothing. The SR
+  // names the SR an earlier round delivered as its predecessor: the archive holds one current SR per study.
+  store::RoundState write_results(const store::StudyRound& round, const engine::StudyResult& study,
+                                  store::RoundStore& store) const {
+    const fs::path staging = store.begin_results(round);
     DcmFileFormat header;
     const auto& first = study.slices.front().source.path;
     if (header.loadFile(first.c_str(), EXS_Unknown, EGL_noChange, kMaxHeaderElement).bad()) {
       throw std::runtime_error("cannot re-read the study header");
     }
-    write_sr(study, *header.getDataset(), ctx_, partial / "sr.dcm");
+    const auto predecessor = store.previous_sr(round);
+    write_sr(study, *header.getDataset(), ctx_, staging / "sr.dcm", predecessor ? &*predecessor : nullptr);
     int number = 1;
     for (const auto& f : heatmap_slices(study, clf_.model(), max_heatmaps_)) {
       const auto& rec = study.slices[static_cast<size_t>(f.slice - 1)];
       write_sc(engine::reload_slice(rec.source, clf_.model()), rec.result, f.cls, f.label, number, *header.getDataset(),
-               ctx_, partial / ("sc-" + std::to_string(1000 + number) + ".dcm"));
+               ctx_, staging / ("sc-" + std::to_string(1000 + number) + ".dcm"));
       ++number;
     }
-    fs::remove_all(round.dir / "out");  // a crash before "processed": nothing of it was sent yet
-    fs::rename(partial, round.dir / "out");
+    return store.commit_results(round, sr_series_uid(round.study_uid, ctx_),
+                                sr_instance_uid(round.study_uid, study, ctx_));
   }
 };
 

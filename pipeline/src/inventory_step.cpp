@@ -34,14 +34,13 @@ class InventoryStep : public StudyStep {
  public:
   [[nodiscard]] std::string name() const override { return "inventory"; }
 
-  void run(const scp::StudyRound& round, scp::Spool& spool) override {
+  StepResult run(const store::StudyRound& round, store::RoundStore& store) override {
     std::map<std::string, SeriesInventory> series;
     size_t instances = 0;
     size_t unreadable = 0;
-    for (const auto& entry : std::filesystem::directory_iterator(round.dir)) {
-      if (entry.path().extension() != ".dcm") continue;
+    for (const auto& path : store.inputs(round)) {
       DcmFileFormat file;
-      if (file.loadFile(entry.path().c_str(), EXS_Unknown, EGL_noChange, kMaxHeaderElement).bad()) {
+      if (file.loadFile(path.c_str(), EXS_Unknown, EGL_noChange, kMaxHeaderElement).bad()) {
         ++unreadable;
         continue;
       }
@@ -67,9 +66,10 @@ class InventoryStep : public StudyStep {
                                     {"sop_classes", s.sop_classes},
                                     {"transfer_syntaxes", s.transfer_syntaxes}});
     }
-    spool.write_round_file(round, "manifest.json", manifest.dump(2) + "\n");
+    store.write_round_file(round, "manifest.json", manifest.dump(2) + "\n");
     spdlog::info("STUDY_INVENTORY study={} round={} series={} instances={} unreadable={}", round.study_key, round.round,
                  series.size(), instances, unreadable);
+    return StepResult::done();
   }
 };
 

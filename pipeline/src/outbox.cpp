@@ -6,10 +6,8 @@
 #include <chrono>
 #include <cmath>
 #include <condition_variable>
-#include <fstream>
 #include <map>
 #include <mutex>
-#include <nlohmann/json.hpp>
 #include <thread>
 
 #include "nephra/scp/store_scu.h"
@@ -21,7 +19,7 @@ using Clock = std::chrono::system_clock;
 namespace {
 
 struct Delivery {
-  scp::StudyRound round;
+  store::StudyRound round;
   int attempts = 0;
   double first_attempt = 0;  // seconds since epoch; 0 = never tried
   Clock::time_point next;
@@ -29,21 +27,11 @@ struct Delivery {
 
 double now_seconds() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
 
-std::vector<fs::path> pending_files(const fs::path& out) {
-  std::vector<fs::path> files;
-  std::error_code ec;
-  for (const auto& e : fs::directory_iterator(out, ec)) {
-    if (e.path().extension() == ".dcm") files.push_back(e.path());
-  }
-  std::sort(files.begin(), files.end());
-  return files;
-}
-
 }  // namespace
 
 struct Outbox::Impl {
   const config::Shared& live;
-  scp::Spool& spool;
+  store::RoundStore& store;
   DeliveryStats stats;
   std::mutex mutex;
   std::condition_variable wake;
@@ -52,20 +40,15 @@ struct Outbox::Impl {
   std::atomic<bool> interrupt{false};  // stopping, readable without the mutex while a send runs
   std::thread thread;
 
-  Impl(const config::Shared& c, scp::Spool& s) : live(c), spool(s) {}
+  Impl(const config::Shared& c, store::RoundStore& s) : live(c), store(s) {}
 
   void load_state(Delivery& d) const {
-    std::ifstream in(d.round.dir / "delivery.json");
-    if (!in) return;
-    const auto j = nlohmann::json::parse(in, nullptr, false);
-    if (j.is_discarded()) return;
-    d.attempts = j.value("attempts", 0);
-    d.first_attempt = j.value("first_attempt", 0.0);
-  }
-
-  void save_state(const Delivery& d, const std::string& error) {
-    const nlohmann::json j = {{"attempts", d.attempts}, {"first_attempt", d.first_attempt}, {"last_error", error}};
-    spool.write_round_file(d.round, "delivery.json", j.dump() + "\n");
+    const auto r = store.record(d.round);
+    d.attempts = r.attempts;
+    d.first_attempt = r.first_attempt;
+    if (r.next_attempt > 0) {
+      d.next = Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(r.next_attempt)));
+    }
   }
 
   [[nodiscard]] static double backoff(const config::Config& cfg, int attempts) {
@@ -74,7 +57,7 @@ struct Outbox::Impl {
   }
 
   void dead_letter(Delivery& d, const std::string& reason) {
-    spool.dead_letter(d.round, reason);
+    store.dead_letter(d.round, reason);
     ++stats.dead_lettered;
     spdlog::error("RESULT_DEAD_LETTER study={} round={} peer={} reason=\"{}\"", d.round.study_key, d.round.round,
                   d.round.calling_ae, reason);
@@ -89,12 +72,12 @@ struct Outbox::Impl {
                                   peer.tls ? &cfg.tls : nullptr};
     const auto started = std::chrono::steady_clock::now();
     auto result = scp::send_files(
-        target, pending_files(d.round.dir / "out"),
+        target, store.pending_results(d.round),
         [&](const fs::path& f) {
-          spool.mark_sent(d.round, f);
+          store.mark_sent(d.round, f);
           ++stats.instances_sent;
         },
-        [&] { return !interrupt.load(); });
+        [&] { return !interrupt.load() && !store.overtaken(d.round); });
     stats.send_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
     return result;
   }
@@ -103,21 +86,33 @@ struct Outbox::Impl {
   bool attempt(Delivery& d) {
     const auto cfg_snapshot = live.get();
     const config::Config& cfg = *cfg_snapshot;
+    if (store.overtaken(d.round)) {  // the archive gets the later round's SR instead
+      store.supersede(d.round);
+      spdlog::info("ROUND_SUPERSEDED study={} round={} note=\"a later round of the study speaks for it\"",
+                   d.round.study_key, d.round.round);
+      return true;
+    }
     if (d.first_attempt == 0) d.first_attempt = now_seconds();
-    ++d.attempts;
+    d.attempts = store.begin_attempt(d.round);
     // A peer missing from the configuration is an operator's edit in progress, not a refusal: keep retrying.
     const config::Peer* peer = cfg.find_peer(d.round.calling_ae);
     const scp::SendResult result =
         peer == nullptr ? scp::SendResult{scp::SendOutcome::kTransient,
                                           "no [[peers]] entry for " + d.round.calling_ae + " (add it and reload)"}
                         : send(cfg, *peer, d);
+    if (result.outcome == scp::SendOutcome::kTransient && store.overtaken(d.round)) {
+      store.supersede(d.round);
+      spdlog::info("ROUND_SUPERSEDED study={} round={} note=\"a later round of the study speaks for it\"",
+                   d.round.study_key, d.round.round);
+      return true;
+    }
     if (interrupt.load() && result.outcome == scp::SendOutcome::kTransient) {
       spdlog::info("RESULT_PAUSED study={} round={} note=\"the node is stopping; the rest goes at the next start\"",
                    d.round.study_key, d.round.round);
       return false;
     }
     if (result.outcome == scp::SendOutcome::kDelivered) {
-      spool.mark_done(d.round);
+      store.mark_done(d.round);
       ++stats.rounds_delivered;
       spdlog::info("RESULT_DELIVERED study={} round={} peer={} attempts={}", d.round.study_key, d.round.round,
                    d.round.calling_ae, d.attempts);
@@ -131,8 +126,8 @@ struct Outbox::Impl {
       dead_letter(d, "gave up after " + std::to_string(d.attempts) + " attempts: " + result.reason);
       return true;
     }
-    save_state(d, result.reason);
     const double wait = backoff(cfg, d.attempts);
+    store.retry_later(d.round, wait, result.reason);
     d.next = Clock::now() + std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(wait));
     ++stats.retries;
     spdlog::warn("RESULT_RETRY study={} round={} peer={} attempt={} wait_s={:.1f} reason=\"{}\"", d.round.study_key,
@@ -178,7 +173,7 @@ struct Outbox::Impl {
   }
 };
 
-Outbox::Outbox(const config::Shared& cfg, scp::Spool& spool) : impl_(std::make_unique<Impl>(cfg, spool)) {}
+Outbox::Outbox(const config::Shared& cfg, store::RoundStore& store) : impl_(std::make_unique<Impl>(cfg, store)) {}
 Outbox::~Outbox() { stop(); }
 
 void Outbox::start() {
@@ -195,7 +190,7 @@ void Outbox::stop() {
   if (impl_->thread.joinable()) impl_->thread.join();
 }
 
-void Outbox::submit(const scp::StudyRound& round) {
+void Outbox::submit(const store::StudyRound& round) {
   Delivery d{round, 0, 0, Clock::now()};
   impl_->load_state(d);
   {

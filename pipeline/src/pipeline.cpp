@@ -8,6 +8,7 @@
 #include <boost/asio/steady_timer.hpp>
 #include <boost/asio/thread_pool.hpp>
 #include <chrono>
+#include <cmath>
 #include <map>
 #include <mutex>
 #include <thread>
@@ -18,7 +19,7 @@ using Clock = std::chrono::steady_clock;
 
 struct Pipeline::Impl {
   const config::Shared& cfg;
-  scp::Spool& spool;
+  store::RoundStore& store;
   std::vector<std::unique_ptr<StudyStep>> steps;
   Outbox* outbox;
   PipelineStats stats;
@@ -27,6 +28,7 @@ struct Pipeline::Impl {
   std::map<std::string, Clock::time_point> last_seen;  // open studies, by study key
   std::map<unsigned long, Clock::time_point> running;  // jobs in progress, by job number
   unsigned long next_job = 0;
+  Clock::time_point next_sweep = Clock::now();
 
   asio::io_context timer_io;
   asio::steady_timer timer{timer_io};
@@ -34,18 +36,22 @@ struct Pipeline::Impl {
   std::unique_ptr<asio::thread_pool> workers;
   std::atomic<bool> stopping{false};
 
-  Impl(const config::Shared& c, scp::Spool& s, std::vector<std::unique_ptr<StudyStep>> st, Outbox* o)
-      : cfg(c), spool(s), steps(std::move(st)), outbox(o) {
+  Impl(const config::Shared& c, store::RoundStore& s, std::vector<std::unique_ptr<StudyStep>> st, Outbox* o)
+      : cfg(c), store(s), steps(std::move(st)), outbox(o) {
     for (const auto& step : steps) stats.step_seconds.emplace(step->name(), std::make_unique<metrics::Histogram>());
   }
 
-  // Results waiting in out/ go to the outbox, which marks the round done once they are acknowledged.
-  void finish(const scp::StudyRound& round) {
-    if (outbox != nullptr && std::filesystem::exists(round.dir / "out")) {
-      spool.write_round_file(round, kProcessedMarker, "processed\n");
+  // Committed results go to the outbox, which marks the round done once they are acknowledged.
+  void finish(const store::StudyRound& round) {
+    const auto state = store.record(round).state;
+    if (state == store::RoundState::kSuperseded) {
+      ++stats.rounds_superseded;
+      spdlog::info("ROUND_SUPERSEDED study={} round={} note=\"a later round of the study speaks for it\"",
+                   round.study_key, round.round);
+    } else if (state == store::RoundState::kClassified && outbox != nullptr) {
       outbox->submit(round);
     } else {
-      spool.mark_done(round);
+      store.mark_done(round);
     }
   }
 
@@ -53,7 +59,7 @@ struct Pipeline::Impl {
     return std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(cfg.get()->study.stable_seconds));
   }
 
-  void enqueue(scp::StudyRound round) {
+  void enqueue(store::StudyRound round) {
     ++stats.queue_depth;
     asio::post(*workers, [this, round = std::move(round), queued = Clock::now()] {
       --stats.queue_depth;
@@ -73,32 +79,99 @@ struct Pipeline::Impl {
     });
   }
 
-  void run_step(StudyStep& step, const scp::StudyRound& round) {
-    const auto started = Clock::now();
-    step.run(round, spool);
-    stats.step_seconds.at(step.name())->observe(std::chrono::duration<double>(Clock::now() - started).count());
+  // Queues the round once `delay_seconds` have passed (a retry; the time is also in the round's record).
+  void enqueue_after(store::StudyRound round, double delay_seconds) {
+    auto timer_ptr = std::make_shared<asio::steady_timer>(timer_io);
+    timer_ptr->expires_after(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(delay_seconds)));
+    timer_ptr->async_wait([this, timer_ptr, round = std::move(round)](const boost::system::error_code& ec) mutable {
+      if (!ec && !stopping.load()) enqueue(std::move(round));
+    });
   }
 
-  void run_job(const scp::StudyRound& round) {
+  StepResult run_step(StudyStep& step, const store::StudyRound& round) {
+    const auto started = Clock::now();
+    StepResult result;
+    try {
+      result = step.run(round, store);
+    } catch (const std::exception& err) {
+      result = StepResult::retry(step.name() + ": " + err.what());
+    }
+    stats.step_seconds.at(step.name())->observe(std::chrono::duration<double>(Clock::now() - started).count());
+    return result;
+  }
+
+  void quarantine(const store::StudyRound& round, const std::string& reason) {
+    store.quarantine(round, reason);
+    ++stats.jobs_quarantined;
+    ++stats.quarantined;
+    spdlog::error("ROUND_QUARANTINED study={} round={} reason=\"{}\"", round.study_key, round.round, reason);
+  }
+
+  void run_job(const store::StudyRound& round) {
     const auto started = Clock::now();
     try {
-      for (const auto& step : steps) run_step(*step, round);
-      finish(round);
-      ++stats.jobs_done;
-      const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
-      spdlog::info("JOB_DONE study={} round={} ms={}", round.study_key, round.round, ms);
-    } catch (const std::exception& err) {
-      ++stats.jobs_failed;
-      spdlog::error("JOB_FAILED study={} round={} reason=\"{}\"", round.study_key, round.round, err.what());
-      try {
-        spool.write_round_file(round, "failed", std::string(err.what()) + "\n");
-      } catch (const std::exception& again) {
-        spdlog::error("JOB_FAILED_UNRECORDED study={} reason=\"{}\"", round.study_key, again.what());
+      if (store.overtaken(round)) {  // a later round covers every instance of this one
+        store.supersede(round);
+        finish(round);
+        return;
       }
+      const auto c = cfg.get();
+      const int attempt = store.begin_attempt(round);
+      if (attempt > c->pipeline.max_attempts) {
+        quarantine(round, "gave up after " + std::to_string(attempt - 1) + " tries: " + store.record(round).reason);
+        return;
+      }
+      StepResult result;
+      for (const auto& step : steps) {
+        result = run_step(*step, round);
+        if (result.kind != StepResult::Kind::kDone) break;
+      }
+      if (result.kind == StepResult::Kind::kFail) {
+        quarantine(round, result.reason);
+      } else if (result.kind == StepResult::Kind::kRetry && attempt >= c->pipeline.max_attempts) {
+        quarantine(round, "gave up after " + std::to_string(attempt) + " tries: " + result.reason);
+      } else if (result.kind == StepResult::Kind::kRetry) {
+        const double wait = std::min(c->pipeline.retry_seconds * std::pow(2.0, attempt - 1), c->results.retry_max_seconds);
+        store.retry_later(round, wait, result.reason);
+        ++stats.jobs_retried;
+        spdlog::warn("JOB_RETRY study={} round={} attempt={} wait_s={:.1f} reason=\"{}\"", round.study_key,
+                     round.round, attempt, wait, result.reason);
+        enqueue_after(round, wait);
+      } else {
+        finish(round);
+        ++stats.jobs_done;
+        const auto ms = std::chrono::duration_cast<std::chrono::milliseconds>(Clock::now() - started).count();
+        spdlog::info("JOB_DONE study={} round={} ms={}", round.study_key, round.round, ms);
+      }
+    } catch (const std::exception& err) {  // the store itself failed (disk full while recording): try again later
+      ++stats.jobs_retried;
+      const double wait = cfg.get()->results.retry_max_seconds;
+      spdlog::error("JOB_RETRY study={} round={} wait_s={:.1f} reason=\"{}\"", round.study_key, round.round, wait,
+                    err.what());
+      enqueue_after(round, wait);
     }
   }
 
-  void seal_stable() {
+  void sweep_retention() {
+    const auto c = cfg.get();
+    const store::RetentionPolicy policy{c->retention.instances_hours, c->retention.results_hours,
+                                        c->retention.max_spool_gb};
+    const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    try {
+      const auto report = store.sweep(policy, now);
+      stats.retention_instance_folders += report.instance_folders;
+      stats.retention_studies += report.studies;
+      stats.retention_bytes += report.bytes;
+      if (report.instance_folders + report.studies > 0) {
+        spdlog::info("RETENTION_SWEEP studies_removed={} ct_removed={} bytes={}", report.studies,
+                     report.instance_folders, report.bytes);
+      }
+    } catch (const std::exception& err) {
+      spdlog::error("RETENTION_SWEEP_FAILED reason=\"{}\"", err.what());
+    }
+  }
+
+void seal_stable() {
     std::vector<std::string> due;
     {
       const std::lock_guard guard(mutex);
@@ -114,7 +187,7 @@ struct Pipeline::Impl {
     }
     for (const auto& key : due) {
       try {
-        if (auto round = spool.seal(key)) {
+        if (auto round = store.seal(key)) {
           ++stats.studies_completed;
           spdlog::info("STUDY_STABLE study={} round={}", key, round->round);
           enqueue(std::move(*round));
@@ -132,20 +205,25 @@ struct Pipeline::Impl {
     timer.async_wait([this](const boost::system::error_code& ec) {
       if (ec || stopping.load()) return;
       seal_stable();
+      if (Clock::now() >= next_sweep) {
+        next_sweep = Clock::now() + std::chrono::seconds(60);
+        sweep_retention();
+      }
       arm_timer();
     });
   }
 };
 
-Pipeline::Pipeline(const config::Shared& cfg, scp::Spool& spool, std::vector<std::unique_ptr<StudyStep>> steps,
+Pipeline::Pipeline(const config::Shared& cfg, store::RoundStore& store, std::vector<std::unique_ptr<StudyStep>> steps,
                    Outbox* outbox)
-    : impl_(std::make_unique<Impl>(cfg, spool, std::move(steps), outbox)) {}
+    : impl_(std::make_unique<Impl>(cfg, store, std::move(steps), outbox)) {}
 
 Pipeline::~Pipeline() { stop(); }
 
 void Pipeline::start() {
   impl_->workers = std::make_unique<asio::thread_pool>(static_cast<size_t>(impl_->cfg.get()->pipeline.workers));
-  const scp::ScanResult scan = impl_->spool.scan();
+  const store::ScanResult scan = impl_->store.scan();
+  impl_->stats.quarantined = static_cast<long>(scan.quarantined);
   {
     const std::lock_guard guard(impl_->mutex);
     for (const auto& open : scan.open) {
@@ -153,18 +231,25 @@ void Pipeline::start() {
       spdlog::info("STUDY_RESUMED study={} instances={}", open.study_key, open.instances);
     }
   }
-  for (const auto& round : scan.pending) {
-    if (impl_->outbox != nullptr && std::filesystem::exists(round.dir / kProcessedMarker)) {
+  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  for (const auto& [round, record] : scan.pending) {
+    if (record.state == store::RoundState::kClassified && impl_->outbox != nullptr) {
       spdlog::info("RESULT_REQUEUED study={} round={}", round.study_key, round.round);
       impl_->outbox->submit(round);
       continue;
     }
-    spdlog::info("JOB_REQUEUED study={} round={}", round.study_key, round.round);
-    impl_->enqueue(round);
+    spdlog::info("JOB_REQUEUED study={} round={} attempts={}", round.study_key, round.round, record.attempts);
+    if (record.next_attempt > now) {
+      impl_->enqueue_after(round, record.next_attempt - now);
+    } else {
+      impl_->enqueue(round);
+    }
   }
   impl_->arm_timer();
   impl_->timer_thread = std::thread([this] { impl_->timer_io.run(); });
 }
+
+void Pipeline::sweep_retention() { impl_->sweep_retention(); }
 
 void Pipeline::stop() {
   if (!impl_ || impl_->stopping.exchange(true)) return;
@@ -173,11 +258,17 @@ void Pipeline::stop() {
   if (impl_->workers) impl_->workers->join();
 }
 
-void Pipeline::on_stored(const scp::InstanceInfo& /*info*/, const scp::StoreResult& result) {
+void Pipeline::on_stored(const store::InstanceInfo& /*info*/, const store::StoreResult& result) {
   ++impl_->stats.instances_stored;
+  if (result.duplicate) {  // a re-send of what the study holds: no new round, no new result
+    ++impl_->stats.duplicates_ignored;
+    spdlog::info("STUDY_DUPLICATE_INSTANCE study={} note=\"already received; nothing to redo\"", result.study_key);
+    return;
+  }
   if (result.late) {
     ++impl_->stats.late_instances;
-    spdlog::warn("STUDY_LATE_INSTANCE study={} note=\"study already completed; a new round opens\"", result.study_key);
+    spdlog::warn("STUDY_LATE_INSTANCE study={} note=\"a new round re-runs the whole study; its SR replaces the last\"",
+                 result.study_key);
   }
   const std::lock_guard guard(impl_->mutex);
   impl_->last_seen[result.study_key] = Clock::now();

@@ -179,7 +179,7 @@ void set_document(DSRDocument& doc, const Report& r) {
 }  // namespace
 
 void write_sr(const engine::StudyResult& study, DcmItem& source, const ResultContext& ctx,
-              const std::filesystem::path& out) {
+              const std::filesystem::path& out, const store::SrReference* predecessor) {
   detail::check_context(ctx);
   const Report r{study, ctx, detail::get_string(source, DCM_StudyInstanceUID),
                  detail::get_string(source, DCM_SpecificCharacterSet)};
@@ -188,6 +188,12 @@ void write_sr(const engine::StudyResult& study, DcmItem& source, const ResultCon
   build_content(doc.getTree(), r);
   add_evidence(doc, r);
   set_document(doc, r);
+  if (predecessor != nullptr) {
+    const OFCondition added = doc.getPredecessorDocuments().addItem(
+        predecessor->study_uid.c_str(), predecessor->series_uid.c_str(), UID_Comprehensive3DSRStorage,
+        predecessor->instance_uid.c_str());
+    if (added.bad()) throw ResultError(std::string("cannot name the predecessor SR: ") + added.text());
+  }
 
   DcmFileFormat file;
   DcmDataset& ds = *file.getDataset();

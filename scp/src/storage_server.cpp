@@ -48,7 +48,7 @@ int open_listen_socket(const std::string& bind, int port) {
 struct StorageServer::Impl {
   const config::Shared& live;
   const config::Config start_cfg;  // what takes effect only at start: port, bind, AE title, grace
-  Spool& spool;
+  store::RoundStore& spool;
   InstanceSink& sink;
   ScpStats stats;
   DcmSCPConfig scp_config;
@@ -67,7 +67,7 @@ struct StorageServer::Impl {
   std::mutex workers_mutex;
   std::list<Worker> workers;
 
-  Impl(const config::Shared& c, Spool& s, InstanceSink& k) : live(c), start_cfg(*c.get()), spool(s), sink(k) {}
+  Impl(const config::Shared& c, store::RoundStore& s, InstanceSink& k) : live(c), start_cfg(*c.get()), spool(s), sink(k) {}
 
   void configure() {
     scp_config.setAETitle(start_cfg.node.ae_title.c_str());
@@ -184,7 +184,7 @@ struct StorageServer::Impl {
   }
 };
 
-StorageServer::StorageServer(const config::Shared& cfg, Spool& spool, InstanceSink& sink)
+StorageServer::StorageServer(const config::Shared& cfg, store::RoundStore& spool, InstanceSink& sink)
     : impl_(std::make_unique<Impl>(cfg, spool, sink)) {}
 
 StorageServer::~StorageServer() { stop(); }

@@ -14,7 +14,7 @@ namespace nephra::scp {
 class StoreScp : public DcmThreadSCP {
  public:
   // `cfg` is the configuration as it was when the association arrived; a reload applies to the next one.
-  StoreScp(std::shared_ptr<const config::Config> cfg, Spool& spool, InstanceSink& sink, ScpStats& stats);
+  StoreScp(std::shared_ptr<const config::Config> cfg, store::RoundStore& spool, InstanceSink& sink, ScpStats& stats);
 
  protected:
   OFCondition handleIncomingCommand(T_DIMSE_Message* incomingMsg, const DcmPresentationContextInfo& presInfo) override;
@@ -26,7 +26,7 @@ class StoreScp : public DcmThreadSCP {
 
  private:
   std::shared_ptr<const config::Config> cfg_;
-  Spool& spool_;
+  store::RoundStore& spool_;
   InstanceSink& sink_;
   ScpStats& stats_;
   unsigned stored_ = 0;

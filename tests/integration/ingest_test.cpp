@@ -9,7 +9,7 @@
 #include <set>
 #include <sstream>
 
-#include "nephra/scp/spool.h"
+#include "nephra/store/round_store.h"
 #include "node.h"
 
 namespace fs = std::filesystem;
@@ -221,7 +221,7 @@ TEST_F(Ingest, KillDashNineLosesNoAcknowledgedInstance) {
     for (const auto& f : fs::recursive_directory_iterator(study.path())) spooled.insert(f.path().filename().string());
   }
   for (const auto& file : acked) {
-    const std::string name = nephra::scp::hash_hex(sop_instance_of(file)) + ".dcm";
+    const std::string name = nephra::store::hash_hex(sop_instance_of(file)) + ".dcm";
     EXPECT_TRUE(spooled.count(name) == 1) << file << " was acknowledged but is not in the spool";
   }
 

@@ -4,6 +4,7 @@
 #include <algorithm>
 #include <csignal>
 #include <regex>
+#include <thread>
 
 #include "node.h"
 #include "orthanc.h"
@@ -63,11 +64,23 @@ Counts results_in(const TestOrthanc& pacs, const std::string& study) {
 
 // The node's own study result (results.json of its latest round).
 nlohmann::json node_result(const TestNode& node) {
-  nlohmann::json latest;
+  fs::path latest;
+  int latest_round = 0;
   for (const auto& e : fs::recursive_directory_iterator(node.spool() / "studies")) {
-    if (e.path().filename() == "results.json") latest = nlohmann::json::parse(nephra::test::read_file(e.path()));
+    if (e.path().filename() != "results.json") continue;
+    const int round = std::stoi(e.path().parent_path().filename().string());
+    if (round > latest_round) {
+      latest_round = round;
+      latest = e.path();
+    }
   }
-  return latest;
+  return latest.empty() ? nlohmann::json() : nlohmann::json::parse(nephra::test::read_file(latest));
+}
+
+size_t occurrences(const std::string& text, const std::string& what) {
+  size_t n = 0;
+  for (size_t at = text.find(what); at != std::string::npos; at = text.find(what, at + 1)) ++n;
+  return n;
 }
 
 std::string ascii_dashes(std::string s) { return std::regex_replace(s, std::regex("\xE2\x80\x93"), "-"); }
@@ -121,27 +134,90 @@ TEST(RoundTrip, OrthancSendsTheStudyAndGetsOneSrAndOneScSeriesBackEvenWhenSentTw
   expect_one_sr_and_sc(pacs, study, node, tmp.path());
   const Counts first = results_in(pacs, study);
 
-  // the archive routes the CT again: the same UIDs come back, nothing is duplicated
+  // the archive routes the CT again (as after a lost acknowledgement): the node already holds every instance, so
+  // no round opens and no result is sent again
   std::string ct_series;
   for (const auto& s : pacs.series_of(study)) {
     if (s.modality == "CT") ct_series = s.id;
   }
   pacs.post("/modalities/nephra/store", nlohmann::json({{"Resources", {ct_series}}, {"Synchronous", true}}).dump());
   ASSERT_TRUE(nephra::test::wait_until(
-      [&] {
-        const std::string log = node.log();
-        size_t n = 0;
-        for (size_t at = log.find("RESULT_DELIVERED"); at != std::string::npos;
-             at = log.find("RESULT_DELIVERED", at + 1))
-          ++n;
-        return n >= 2;
-      },
-      std::chrono::seconds(180)))
+      [&] { return occurrences(node.log(), "STUDY_DUPLICATE_INSTANCE") >= series_files().size(); },
+      std::chrono::seconds(60)))
       << node.log();
+  std::this_thread::sleep_for(std::chrono::seconds(4));  // two quiet periods: a round would have been sealed by now
+  EXPECT_EQ(occurrences(node.log(), "STUDY_STABLE"), 1U) << node.log();
   const Counts second = results_in(pacs, study);
   EXPECT_EQ(second.sr_series, 1U);
   EXPECT_EQ(second.sr_instances, 1U);
   EXPECT_EQ(second.sc_instances, first.sc_instances);
+  node.stop();
+  pacs.stop();
+}
+
+// A new instance after the results went out: the whole study is classified again and the new SR names the first
+// as its predecessor, so the archive holds one current SR that speaks for every slice.
+TEST(RoundTrip, ALateNewInstanceReRunsTheWholeStudyAndItsSrReplacesTheFirst) {
+  nephra::test::TempDir tmp;
+  const int pacs_port = nephra::test::free_port();
+  TestNode node(tmp.path(), node_options(pacs_port));
+  TestOrthanc pacs(tmp.path(), node.port(), pacs_port);
+  pacs.start();
+  node.start();
+  const auto files = series_files();
+  pacs.upload(files);
+  const std::string study = pacs.get("/studies")[0];
+  pacs.post("/modalities/nephra/store", nlohmann::json({{"Resources", {study}}, {"Synchronous", true}}).dump());
+  ASSERT_TRUE(nephra::test::wait_until([&] { return occurrences(node.log(), "RESULT_DELIVERED") == 1; },
+                                       std::chrono::seconds(180)))
+      << node.log();
+  const Counts first = results_in(pacs, study);
+  ASSERT_EQ(first.sr_instances, 1U);
+  const std::string first_sr_uid = pacs.get("/instances/" + first.sr_instance + "/simplified-tags")["SOPInstanceUID"];
+
+  // one more slice of the same series, as a modality would send a reconstruction it forgot
+  const fs::path late = tmp.path() / "late.dcm";
+  fs::copy_file(files.front(), late);
+  ASSERT_EQ(nephra::test::run({"dcmodify", "-nb", "-m", "SOPInstanceUID=1.2.826.0.1.3680043.10.1234.77.1", "-m",
+                               "InstanceNumber=9999", late.string()},
+                              tmp.path() / "dcmodify.txt"),
+            0);
+  const auto before = pacs.get("/instances");
+  pacs.upload({late});
+  std::string late_id;
+  for (const auto& id : pacs.get("/instances")) {
+    if (std::find(before.begin(), before.end(), id) == before.end()) late_id = id;
+  }
+  ASSERT_FALSE(late_id.empty());
+  pacs.post("/modalities/nephra/store", nlohmann::json({{"Resources", {late_id}}, {"Synchronous", true}}).dump());
+  ASSERT_TRUE(nephra::test::wait_until([&] { return occurrences(node.log(), "RESULT_DELIVERED") == 2; },
+                                       std::chrono::seconds(180)))
+      << node.log();
+
+  std::vector<std::string> srs;
+  for (const auto& s : pacs.series_of(study)) {
+    if (s.modality == "SR") srs.insert(srs.end(), s.instances.begin(), s.instances.end());
+  }
+  ASSERT_EQ(srs.size(), 2U);
+  size_t current = 0;
+  for (const auto& id : srs) {
+    if (id == first.sr_instance) continue;
+    const fs::path sr = pacs.download(id, "sr2.dcm");
+    ASSERT_EQ(nephra::test::run({"dcmdump", sr.string()}, tmp.path() / "sr2.txt"), 0);
+    const std::string dump = nephra::test::read_file(tmp.path() / "sr2.txt");
+    const size_t pred = dump.find("PredecessorDocumentsSequence");
+    ASSERT_NE(pred, std::string::npos) << dump;
+    EXPECT_NE(dump.find(first_sr_uid, pred), std::string::npos) << "the new SR names the first as its predecessor";
+    EXPECT_EQ(nephra::test::run({"dciodvfy", sr.string()}, tmp.path() / "dciodvfy2.txt"), 0)
+        << nephra::test::read_file(tmp.path() / "dciodvfy2.txt");
+    ASSERT_EQ(nephra::test::run({"dsrdump", "+Pl", sr.string()}, tmp.path() / "dsrdump2.txt"), 0);
+    const std::string text = nephra::test::read_file(tmp.path() / "dsrdump2.txt");
+    const auto result = node_result(node);
+    EXPECT_EQ(result["assessed"].get<int>() + result["not_assessed"].get<int>(), static_cast<int>(files.size()) + 1)
+        << "the second SR speaks for the whole study";
+    ++current;
+  }
+  EXPECT_EQ(current, 1U);
   node.stop();
   pacs.stop();
 }

@@ -125,6 +125,12 @@ fs::path only_round(const TestNode& node) {
   return {};
 }
 
+// The round's state as its state.json records it.
+std::string state_of(const fs::path& round) {
+  const auto j = nlohmann::json::parse(nephra::test::read_file(round / "state.json"), nullptr, false);
+  return j.is_object() ? j.value("state", "") : "";
+}
+
 double metric(const std::string& text, const std::string& series) {
   const std::regex line("(^|\n)" + std::regex_replace(series, std::regex(R"([{}()\[\].+*?^$|\\])"), R"(\$&)") +
                         " ([0-9.e+-]+)");
@@ -243,7 +249,7 @@ TEST(Service, SigtermWhileTheArchiveHangsExitsCleanlyAndTheNextStartDeliversEver
   const fs::path round = only_round(node);
   const auto waiting = files_in(round / "out");
   ASSERT_FALSE(waiting.empty()) << "the results must still be waiting on disk";
-  EXPECT_FALSE(fs::exists(round / "done"));
+  EXPECT_EQ(state_of(round), "classified");
 
   const fs::path received = tmp.path() / "received";
   fs::create_directories(received);
@@ -254,7 +260,7 @@ TEST(Service, SigtermWhileTheArchiveHangsExitsCleanlyAndTheNextStartDeliversEver
   options.peer_ports = {{"STORESCU", archive_port}};
   node.write_config(options);
   node.start();
-  ASSERT_TRUE(nephra::test::wait_until([&] { return fs::exists(round / "done"); }, std::chrono::seconds(60)))
+  ASSERT_TRUE(nephra::test::wait_until([&] { return state_of(round) == "done"; }, std::chrono::seconds(60)))
       << node.log();
   EXPECT_EQ(files_in(received).size(), waiting.size());
   EXPECT_TRUE(files_in(round / "out").empty());

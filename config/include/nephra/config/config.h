@@ -36,6 +36,8 @@ struct Config {
   struct Pipeline {
     int workers = 2;
     double stall_seconds = 900.0;
+    int max_attempts = 5;
+    double retry_seconds = 30.0;
   } pipeline;
   struct Engine {
     std::filesystem::path model = "models/nephra-kidney.json";
@@ -50,6 +52,11 @@ struct Config {
     double give_up_hours = 72.0;
     int timeout_seconds = 30;
   } results;
+  struct Retention {
+    double instances_hours = 24.0;
+    double results_hours = 168.0;
+    double max_spool_gb = 0.0;
+  } retention;
   struct Tls {
     bool enabled = false;  // the DICOM port speaks TLS only
     std::filesystem::path certificate;
@@ -81,6 +88,9 @@ class ConfigError : public std::runtime_error {
  private:
   std::string key_;
 };
+
+// Digits and dots, at most 40 characters (room for the derived part), no empty component, no leading zero.
+bool is_uid_prefix(const std::string& uid);
 
 Config load_file(const std::filesystem::path& path);
 Config load_string(const std::string& toml_text, const std::string& source_name = "<string>");

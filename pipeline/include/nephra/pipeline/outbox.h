@@ -1,15 +1,16 @@
 #pragma once
-// Durable delivery of a round's results (rounds/<n>/out/*.dcm) to the archive that sent the study.
+// Durable delivery of a classified round's results to the archive that sent the study.
 //
-// A file moves to rounds/<n>/sent/ once the archive acknowledged it; the round is done when out/ is empty.
-// Transient failures retry with exponential backoff (the attempt count lives in rounds/<n>/delivery.json, so it
-// survives restarts); permanent refusals and give-up move what is left to dead-letter/<key>-<n>/ with reason.txt.
+// Each file the archive acknowledges is marked sent in the round store; the round is done when none is left.
+// Transient failures retry with exponential backoff (the attempt count is in the round's record, so it survives
+// restarts); permanent refusals and give-up dead-letter the round. A round overtaken by a later round of the same
+// study is superseded instead of sent, so the archive only receives the latest SR.
 #include <atomic>
 #include <memory>
 
 #include "nephra/config/config.h"
 #include "nephra/metrics/metrics.h"
-#include "nephra/scp/spool.h"
+#include "nephra/store/round_store.h"
 
 namespace nephra::pipeline {
 
@@ -26,7 +27,7 @@ struct DeliveryStats {
 class Outbox {
  public:
   // Peers, retry timing and timeouts are read live from `cfg` at each attempt.
-  Outbox(const config::Shared& cfg, scp::Spool& spool);
+  Outbox(const config::Shared& cfg, store::RoundStore& store);
   Outbox(const Outbox&) = delete;
   Outbox& operator=(const Outbox&) = delete;
   ~Outbox();
@@ -34,15 +35,12 @@ class Outbox {
   void start();
   // An association in progress finishes the file it is sending; pending deliveries stay on disk for the next start.
   void stop();
-  void submit(const scp::StudyRound& round);
+  void submit(const store::StudyRound& round);
   [[nodiscard]] const DeliveryStats& stats() const;
 
  private:
   struct Impl;
   std::unique_ptr<Impl> impl_;
 };
-
-// A round whose results are written and waiting for delivery holds this marker.
-inline constexpr const char* kProcessedMarker = "processed";
 
 }  // namespace nephra::pipeline

@@ -12,6 +12,7 @@
 #include "nephra/engine/model.h"
 #include "nephra/engine/slice.h"
 #include "nephra/engine/study.h"
+#include "nephra/store/round_store.h"
 
 class DcmItem;
 
@@ -56,8 +57,10 @@ std::string sc_instance_uid(const std::string& study_uid, const engine::SliceSou
 
 // `source` is the header of one CT slice of the study: patient and study attributes (and the character set) are
 // copied from it. Writes `out` atomically (temporary file, then rename). Throws ResultError.
+// `predecessor`: the SR this one replaces (an earlier round of the same study), named in the Predecessor Documents
+// Sequence so that viewers and archives show the new one as current.
 void write_sr(const engine::StudyResult& study, DcmItem& source, const ResultContext& ctx,
-              const std::filesystem::path& out);
+              const std::filesystem::path& out, const store::SrReference* predecessor = nullptr);
 
 // The slice's display image with the class heatmap blended in and "not for diagnostic use" burned in, as an RGB
 // Secondary Capture that references the CT slice it was made from.

@@ -8,9 +8,13 @@
 
 #include "nephra/config/config.h"
 #include "nephra/metrics/metrics.h"
-#include "nephra/scp/spool.h"
+#include "nephra/store/round_store.h"
 
 namespace nephra::scp {
+
+using store::InstanceInfo;
+using store::StoreResult;
+using store::StudyFullError;
 
 // The one seam between DICOM networking and the application.
 class InstanceSink {
@@ -44,7 +48,7 @@ struct ScpStats {
 class StorageServer {
  public:
   // Reads the port, bind address and AE title once; peers and limits from `cfg` at each association.
-  StorageServer(const config::Shared& cfg, Spool& spool, InstanceSink& sink);
+  StorageServer(const config::Shared& cfg, store::RoundStore& spool, InstanceSink& sink);
   StorageServer(const StorageServer&) = delete;
   StorageServer& operator=(const StorageServer&) = delete;
   ~StorageServer();

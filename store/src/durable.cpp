@@ -1,4 +1,4 @@
-#include "durable_io.h"
+#include "nephra/store/durable.h"
 
 #include <fcntl.h>
 #include <sys/stat.h>
@@ -7,13 +7,31 @@
 #include <cerrno>
 #include <cstring>
 
-#include "nephra/scp/spool.h"
+namespace nephra::store {
 
-namespace nephra::scp::io {
+bool IoError::transient() const {
+  switch (errno_) {
+    case ENOSPC:
+    case EDQUOT:
+    case EMFILE:
+    case ENFILE:
+    case ENOMEM:
+    case EIO:
+    case EAGAIN:
+    case EINTR:
+    case EBUSY:
+      return true;
+    default:
+      return false;
+  }
+}
+
+namespace io {
 namespace {
 
 [[noreturn]] void fail(const std::string& what, const std::filesystem::path& path) {
-  throw SpoolError(what + " " + path.filename().string() + ": " + std::strerror(errno));
+  const int err = errno;
+  throw IoError(what + " " + path.filename().string() + ": " + std::strerror(err), err);
 }
 
 class Fd {
@@ -64,4 +82,24 @@ bool make_dir_durable(const std::filesystem::path& dir) {
   return true;
 }
 
-}  // namespace nephra::scp::io
+void write_atomic(const std::filesystem::path& tmp, const std::filesystem::path& dest, const std::string& content) {
+  try {
+    write_file(tmp, content);
+    rename_into(tmp, dest);
+    fsync_path(dest.parent_path());
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    throw;
+  }
+}
+
+void fsync_folder_and_files(const std::filesystem::path& dir) {
+  for (const auto& entry : std::filesystem::directory_iterator(dir)) {
+    if (entry.is_regular_file()) fsync_path(entry.path());
+  }
+  fsync_path(dir);
+}
+
+}  // namespace io
+}  // namespace nephra::store

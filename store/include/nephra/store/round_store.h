@@ -1,0 +1,209 @@
+#pragma once
+// The round store: the one owner of a study's life on disk, from the first instance received to the results
+// delivered and, after the retention period, removed. No other code knows a spool path or a marker name.
+//
+// Layout (all names are hashes; raw UIDs never reach the file system):
+//   tmp/                               partial writes, removed at start
+//   studies/<key>/study.json           calling AE and Study Instance UID of this study
+//   studies/<key>/open/<sop>.dcm       instances received since the last round was sealed
+//   studies/<key>/instances/<sop>.dcm  every instance of the study sealed so far
+//   studies/<key>/rounds/<n>/          one processing of the whole study: state.json, inputs.txt (the instances
+//                                      it covers), manifest.json, results.json, out/ (results to send), sent/
+//   dead-letter/<key>-<n>/             results an archive refused for good, with reason.txt
+//
+// A round's life (state.json, written atomically):
+//   Sealed ─classify─▶ Classified ─deliver─▶ Done
+//     │  ▲ retry            │  ▲ retry       ├─▶ DeadLettered (refused for good, or too long undelivered)
+//     │  └──────┘           │  └──────┘      └─▶ Superseded (a later round of the study already has results)
+//     └─▶ Quarantined (failed for good, or max attempts)
+#include <cstdint>
+#include <filesystem>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <set>
+#include <stdexcept>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "nephra/store/durable.h"
+
+namespace nephra::store {
+
+// Identifies what arrived, before it is written.
+struct InstanceInfo {
+  std::string calling_ae;
+  std::string study_uid;
+  std::string series_uid;
+  std::string sop_class_uid;
+  std::string sop_instance_uid;
+  std::string transfer_syntax_uid;
+};
+
+struct StoreResult {
+  std::string study_key;
+  bool duplicate = false;  // the study already holds this SOP Instance UID (open or sealed): nothing new
+  bool late = false;       // the study already had a sealed round: this opens a new one
+};
+
+// A sealed round of one study: the value handed from the store through the pipeline stages.
+struct StudyRound {
+  std::string study_key;
+  std::string calling_ae;
+  std::string study_uid;
+  int round = 0;
+  std::filesystem::path dir;
+};
+
+enum class RoundState { kSealed, kClassified, kDone, kDeadLettered, kQuarantined, kSuperseded };
+std::string_view to_string(RoundState state);
+// Nothing more will happen to a round in this state (retention may remove it).
+bool is_final(RoundState state);
+
+// What state.json holds. `attempts` counts tries of the current state's step (classify while Sealed, deliver while
+// Classified); it restarts at 0 on each transition.
+struct RoundRecord {
+  RoundState state = RoundState::kSealed;
+  int attempts = 0;
+  double first_attempt = 0;  // seconds since the epoch of this state's first try; 0 = none yet
+  double next_attempt = 0;   // not before (seconds since the epoch); 0 = now
+  double changed = 0;        // when the state was entered
+  std::string reason;        // the last failure, or why the round is final
+  int results = 0;           // result files committed (Classified and later)
+  std::string sr_instance_uid;
+  std::string sr_series_uid;
+};
+
+// The SR a round delivered, which a later round's SR names as its predecessor.
+struct SrReference {
+  std::string study_uid;
+  std::string series_uid;
+  std::string instance_uid;
+};
+
+struct OpenStudy {
+  std::string study_key;
+  size_t instances = 0;
+};
+
+struct PendingRound {
+  StudyRound round;
+  RoundRecord record;
+};
+
+struct ScanResult {
+  std::vector<OpenStudy> open;
+  std::vector<PendingRound> pending;  // Sealed or Classified
+  size_t quarantined = 0;
+};
+
+struct RetentionPolicy {
+  double instances_hours = 24;  // received CT, once every round of its study is final
+  double results_hours = 168;   // a final study's rounds and results (the study folder goes)
+  double max_spool_gb = 0;      // 0 = no cap; above it the oldest final studies go first
+};
+
+struct RetentionReport {
+  size_t instance_folders = 0;  // studies whose CT was removed
+  size_t studies = 0;           // studies removed whole
+  std::uintmax_t bytes = 0;
+};
+
+class SpoolError : public std::runtime_error {
+ public:
+  using std::runtime_error::runtime_error;
+};
+
+// The study already holds as many open instances as the configured limit allows.
+class StudyFullError : public SpoolError {
+ public:
+  using SpoolError::SpoolError;
+};
+
+// Lowercase hex SHA-256 of text, truncated to `hex_chars`.
+std::string hash_hex(const std::string& text, size_t hex_chars = 32);
+std::string study_key_of(const std::string& calling_ae, const std::string& study_uid);
+
+class RoundStore {
+ public:
+  // Writes the instance's bytes to the given temporary path; returns an error text, empty on success.
+  using Writer = std::function<std::string(const std::filesystem::path& tmp_path)>;
+
+  // Opens (or creates) the store; rounds written by an earlier layout are converted in place.
+  explicit RoundStore(std::filesystem::path root);
+
+  // Durable on return: data and directory entry are fsync'd. Throws SpoolError and leaves no file on failure;
+  // StudyFullError when the study's open round already holds `max_open` instances (0 = no limit).
+  StoreResult store(const InstanceInfo& info, const Writer& write, size_t max_open = 0);
+
+  // Space available to us on the store's file system (0 when it cannot be read).
+  [[nodiscard]] std::uintmax_t free_bytes() const;
+  [[nodiscard]] std::uintmax_t free_mb() const { return free_bytes() / (std::uintmax_t{1024} * 1024); }
+
+  // Moves the open instances to the study's instances/ and opens round <n> over every instance of the study;
+  // nullopt when nothing is open.
+  std::optional<StudyRound> seal(const std::string& study_key);
+  // Open studies (their quiet period restarts) and rounds still to classify or deliver.
+  [[nodiscard]] ScanResult scan() const;
+
+  [[nodiscard]] RoundRecord record(const StudyRound& round) const;
+  // The instance files the round covers (the whole study as it was when sealed), sorted.
+  [[nodiscard]] std::vector<std::filesystem::path> inputs(const StudyRound& round) const;
+  // Atomically writes a file inside the round folder.
+  void write_round_file(const StudyRound& round, const std::string& name, const std::string& content);
+
+  // Counts a new try of the round's current step, durably, before it runs (a try that kills the node counts too).
+  int begin_attempt(const StudyRound& round);
+  // The step failed but may pass later: same state, next try not before `after_seconds` from now.
+  void retry_later(const StudyRound& round, double after_seconds, const std::string& reason);
+  void quarantine(const StudyRound& round, const std::string& reason);
+
+  // An empty staging folder for the round's results (anything a crash left there is removed).
+  std::filesystem::path begin_results(const StudyRound& round);
+  // fsyncs every staged file, moves them to out/ and records the round Classified with its SR; a round that a
+  // later round of the study has overtaken becomes Superseded instead. Returns the state entered.
+  RoundState commit_results(const StudyRound& round, const std::string& sr_series_uid,
+                            const std::string& sr_instance_uid);
+  // A round with nothing to send (no outbox) is done at once.
+  void mark_done(const StudyRound& round, const std::string& reason = "");
+  // Result files still to send, sorted. Throws SpoolError when results recorded as written are missing.
+  [[nodiscard]] std::vector<std::filesystem::path> pending_results(const StudyRound& round) const;
+  // Durably moves an acknowledged result file from out/ to sent/.
+  void mark_sent(const StudyRound& round, const std::filesystem::path& out_file);
+  // Durably moves what is left in out/ to dead-letter/<key>-<n>/ with reason.txt; the round is DeadLettered.
+  std::filesystem::path dead_letter(const StudyRound& round, const std::string& reason);
+  // A later round of the same study has results (classified or delivered): this one need not be sent.
+  [[nodiscard]] bool overtaken(const StudyRound& round) const;
+  void supersede(const StudyRound& round);
+  // The SR of the latest round before `round` that reached the archive, if any.
+  [[nodiscard]] std::optional<SrReference> previous_sr(const StudyRound& round) const;
+
+  // Removes what the policy says has been kept long enough; never a round that is not final.
+  RetentionReport sweep(const RetentionPolicy& policy, double now_seconds);
+
+  [[nodiscard]] const std::filesystem::path& root() const { return root_; }
+  [[nodiscard]] std::filesystem::path study_dir(const std::string& study_key) const;
+
+ private:
+  std::filesystem::path root_;
+  std::mutex locks_mutex_;
+  std::map<std::string, std::shared_ptr<std::mutex>> study_locks_;
+  std::map<std::string, size_t> open_counts_;             // guarded by the study's lock; counted on first use
+  std::map<std::string, std::set<std::string>> known_;  // SOP hashes per study, loaded on first use
+
+  std::shared_ptr<std::mutex> lock_for(const std::string& study_key);
+  size_t& open_count_of(const std::string& study_key, const std::filesystem::path& open_dir);
+  std::set<std::string>& known_of(const std::string& study_key);
+  void ensure_study_dir(const InstanceInfo& info, const std::string& key);
+  std::filesystem::path new_tmp_path();
+  void write_atomic(const std::filesystem::path& dest, const std::string& content);
+  void write_record(const StudyRound& round, const RoundRecord& record);
+  void enter(const StudyRound& round, RoundState state, const std::string& reason = "");
+  void migrate_legacy_rounds();
+  [[nodiscard]] std::optional<StudyRound> read_round(const std::string& key, int round) const;
+};
+
+}  // namespace nephra::store
