@@ -118,7 +118,9 @@ struct Pipeline::Impl {
       const auto c = cfg.get();
       const int attempt = store.begin_attempt(round);
       if (attempt > c->pipeline.max_attempts) {
-        quarantine(round, "gave up after " + std::to_string(attempt - 1) + " tries: " + store.record(round).reason);
+        const std::string last = store.record(round).reason;
+        quarantine(round, "gave up after " + std::to_string(attempt - 1) + " tries: " +
+                              (last.empty() ? "the node stopped during each (killed or crashed)" : last));
         return;
       }
       StepResult result;
