@@ -15,8 +15,8 @@
 #include "nephra/engine/classifier.h"
 #include "nephra/metrics/metrics.h"
 #include "nephra/pipeline/pipeline.h"
-#include "nephra/store/round_store.h"
 #include "nephra/scp/storage_server.h"
+#include "nephra/store/round_store.h"
 #include "node_metrics.h"
 #include "systemd_notify.h"
 

@@ -50,14 +50,12 @@ void register_pipeline(metrics::Registry& r, const pipeline::PipelineStats& s, c
   r.add_gauge("nephra_rounds_quarantined", "Study rounds given up on, kept with their reason for an operator.",
               read(s.quarantined));
   r.add_counter("nephra_duplicate_instances_total",
-                "Re-sent instances the study already held (acknowledged, nothing redone).",
-                read(s.duplicates_ignored));
+                "Re-sent instances the study already held (acknowledged, nothing redone).", read(s.duplicates_ignored));
   const std::string removed = "nephra_retention_removed_total";
   const std::string removed_help = "What the retention policy removed: CT of done studies, or whole done studies.";
   r.add_counter(removed, removed_help, read(s.retention_instance_folders), {{"what", "instances"}});
   r.add_counter(removed, removed_help, read(s.retention_studies), {{"what", "studies"}});
-  r.add_counter("nephra_retention_removed_bytes_total", "Bytes the retention policy removed.",
-                read(s.retention_bytes));
+  r.add_counter("nephra_retention_removed_bytes_total", "Bytes the retention policy removed.", read(s.retention_bytes));
   r.add_gauge("nephra_queue_depth", "Sealed study rounds waiting for a worker.", read(s.queue_depth));
   r.add_gauge("nephra_jobs_running", "Study jobs in progress.", read(s.jobs_running));
   r.add("nephra_slices_classified_total", "Slices the engine classified.", c.slices_classified);

@@ -181,11 +181,11 @@ nb_open_instances() {  # SPOOL
   find "$1/studies" -path '*/open/*.dcm' 2>/dev/null | wc -l
 }
 
-# Sealed rounds of a spool that are neither done nor failed.
+# Sealed rounds of a spool still to classify or deliver (their state.json says sealed or classified).
 nb_rounds_not_done() {  # SPOOL
   local rd n=0
   for rd in "$1/studies"/*/rounds/*; do
-    [ -d "$rd" ] && [ ! -e "$rd/done" ] && [ ! -e "$rd/failed" ] && n=$((n + 1))
+    [ -d "$rd" ] && grep -qE '"state": *"(sealed|classified)"' "$rd/state.json" 2>/dev/null && n=$((n + 1))
   done
   echo "$n"
 }

@@ -92,7 +92,7 @@ def main():
         key = hash_hex(ae_of[idx] + "\\" + studies[idx])
         name = hash_hex(sop) + ".dcm"
         d = os.path.join(spool, "studies", key)
-        if not (os.path.exists(os.path.join(d, "open", name)) or glob.glob(os.path.join(d, "rounds", "*", name))):
+        if not any(os.path.exists(os.path.join(d, sub, name)) for sub in ("open", "instances")):
             lost.append({"file": p, "study": idx, "sop": sop})
     not_acked = sorted(p for p in by_file if p not in acked)
 
@@ -100,16 +100,20 @@ def main():
     tmp_left = os.listdir(os.path.join(spool, "tmp")) if os.path.isdir(os.path.join(spool, "tmp")) else []
     open_left = glob.glob(os.path.join(spool, "studies", "*", "open", "*.dcm"))
     rounds = sorted(glob.glob(os.path.join(spool, "studies", "*", "rounds", "*")))
-    not_done = [r for r in rounds if not os.path.exists(os.path.join(r, "done"))]
-    failed = [r for r in rounds if os.path.exists(os.path.join(r, "failed"))]
-    no_results = [r for r in rounds if not os.path.exists(os.path.join(r, "results.json"))]
-    unsent = [f for r in rounds for f in glob.glob(os.path.join(r, "out", "*.dcm"))]
+    state = {r: state_of(r) for r in rounds}
+    # a superseded round's results were never meant for the archive (a later round of its study speaks for it)
+    live = [r for r in rounds if state[r] != "superseded"]
+    not_done = [r for r in live if state[r] != "done"]
+    failed = [r for r in rounds if state[r] == "quarantined"]
+    no_results = [r for r in live if not os.path.exists(os.path.join(r, "results.json"))]
+    unsent = [f for r in live for f in glob.glob(os.path.join(r, "out", "*.dcm"))]
     dead = os.listdir(os.path.join(spool, "dead-letter")) if os.path.isdir(os.path.join(spool, "dead-letter")) else []
 
     # what the node made for each study: the result instances in rounds/*/sent (and out/, if any is left)
     made = defaultdict(lambda: {"SR": set(), "OT": set(), "series": defaultdict(set)})
     rounds_per_study = defaultdict(int)
-    result_files = [f for r in rounds for f in glob.glob(os.path.join(r, "sent", "*.dcm")) + glob.glob(os.path.join(r, "out", "*.dcm"))]
+    result_files = [f for r in rounds for f in glob.glob(os.path.join(r, "sent", "*.dcm"))
+                    + (glob.glob(os.path.join(r, "out", "*.dcm")) if r in live else [])]
     for r in rounds:
         rounds_per_study[r.split(os.sep)[-3]] += 1
     for f, t in dicom_tags(result_files).items():
@@ -204,6 +208,15 @@ def main():
 
 
 received_by_study = defaultdict(list)
+
+
+def state_of(round_dir):
+    """The round's state as the node's round store records it (state.json)."""
+    try:
+        with open(os.path.join(round_dir, "state.json")) as f:
+            return json.load(f).get("state", "")
+    except (OSError, ValueError):
+        return ""
 
 if __name__ == "__main__":
     args = sys.argv[1:]

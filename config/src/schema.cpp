@@ -72,8 +72,8 @@ const std::vector<KeyInfo> kRows = {
      "a late instance after that re-runs the study on what is left.",
      0, 87600, kLive},
     {"retention.results_hours", "number", "168",
-     "How long a done study's results and records stay; then its folder goes (a re-send after that is a new study).",
-     0, 87600, kLive},
+     "How long a done study's results and records stay; then its folder goes (a re-send after that is a new study).", 0,
+     87600, kLive},
     {"retention.max_spool_gb", "number", "0",
      "Size cap of the spool's studies (0 = none): above it the oldest done studies go first, never one still to "
      "classify, deliver or quarantined.",

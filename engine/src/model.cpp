@@ -2,6 +2,7 @@
 
 #include <openssl/evp.h>
 
+#include <algorithm>
 #include <array>
 #include <fstream>
 #include <nlohmann/json.hpp>
@@ -74,6 +75,11 @@ int Model::class_index(const std::string& class_name) const {
   return -1;
 }
 
+int Model::min_run_for(const std::string& label) const {
+  const auto it = min_run_by_class.find(label);
+  return std::max(1, it != min_run_by_class.end() ? it->second : min_run_slices);
+}
+
 std::string sha256_file(const std::filesystem::path& path) {
   std::ifstream in(path, std::ios::binary);
   if (!in) throw ModelError("cannot read " + path.string());
@@ -116,7 +122,15 @@ Model load_model(const std::filesystem::path& manifest_path) {
     m.temperature = j.at("temperature").get<double>();
     m.ood = ood_of(j.at("ood"), m.head_weight.cols());
     m.decision_thresholds = j.at("decision_thresholds").get<std::map<std::string, double>>();
-    if (j.contains("study_rule")) m.min_run_slices = j["study_rule"].value("min_run_slices", 2);
+    if (j.contains("study_rule")) {
+      // one run length for every finding, or one per finding class (the study-level layer fitted per class)
+      const auto& runs = j["study_rule"].contains("min_run_slices") ? j["study_rule"]["min_run_slices"] : json(2);
+      if (runs.is_object()) {
+        m.min_run_by_class = runs.get<std::map<std::string, int>>();
+      } else {
+        m.min_run_slices = runs.get<int>();
+      }
+    }
     if (m.head_weight.rows() != static_cast<Eigen::Index>(m.classes.size()) ||
         m.head_bias.size() != m.head_weight.rows()) {
       throw ModelError("manifest: head does not match the class list");

@@ -34,12 +34,14 @@ Finding finding_for(const std::vector<SliceRecord>& slices, const Model& model, 
   const auto cls = static_cast<size_t>(model.class_index(label));
   Finding f;
   f.label = label;
+  f.threshold = threshold;
+  f.min_run_slices = model.min_run_for(label);
   for (const auto& s : slices) {
     if (s.result.not_assessed) continue;
     const double p = s.result.probabilities[cls];
     if (p >= threshold) f.flagged.push_back(s.number);
   }
-  f.runs = runs_of(f.flagged, std::max(1, model.min_run_slices));
+  f.runs = runs_of(f.flagged, f.min_run_slices);
   f.present = !f.runs.empty();
   for (const auto& s : slices) {
     if (s.result.not_assessed) continue;
@@ -71,6 +73,13 @@ std::string runs_text(const std::vector<SliceRun>& runs) {
 }
 
 }  // namespace
+
+std::string Finding::operating_point() const {
+  char prob[16];
+  std::snprintf(prob, sizeof prob, "%.3f", threshold);
+  return label + ": present when at least " + std::to_string(min_run_slices) + " adjacent slice" +
+         (min_run_slices == 1 ? " has" : "s have") + " calibrated probability >= " + prob;
+}
 
 bool StudyResult::any_present() const {
   return std::any_of(findings.begin(), findings.end(), [](const Finding& f) { return f.present; });

@@ -39,6 +39,7 @@ std::string study_json(const StudyResult& study, const Model& model) {
                         {"max_probability", f.max_probability},
                         {"peak_slice", f.peak_slice},
                         {"threshold", model.decision_thresholds.at(f.label)},
+                        {"min_run_slices", model.min_run_for(f.label)},
                         {"flagged_slices", f.flagged},
                         {"runs", runs}});
   }

@@ -47,7 +47,8 @@ struct Outbox::Impl {
     d.attempts = r.attempts;
     d.first_attempt = r.first_attempt;
     if (r.next_attempt > 0) {
-      d.next = Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(r.next_attempt)));
+      d.next =
+          Clock::time_point(std::chrono::duration_cast<Clock::duration>(std::chrono::duration<double>(r.next_attempt)));
     }
   }
 

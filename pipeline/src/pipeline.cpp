@@ -119,8 +119,8 @@ struct Pipeline::Impl {
       const int attempt = store.begin_attempt(round);
       if (attempt > c->pipeline.max_attempts) {
         const std::string last = store.record(round).reason;
-        quarantine(round, "gave up after " + std::to_string(attempt - 1) + " tries: " +
-                              (last.empty() ? "the node stopped during each (killed or crashed)" : last));
+        quarantine(round, "gave up after " + std::to_string(attempt - 1) +
+                              " tries: " + (last.empty() ? "the node stopped during each (killed or crashed)" : last));
         return;
       }
       StepResult result;
@@ -133,11 +133,12 @@ struct Pipeline::Impl {
       } else if (result.kind == StepResult::Kind::kRetry && attempt >= c->pipeline.max_attempts) {
         quarantine(round, "gave up after " + std::to_string(attempt) + " tries: " + result.reason);
       } else if (result.kind == StepResult::Kind::kRetry) {
-        const double wait = std::min(c->pipeline.retry_seconds * std::pow(2.0, attempt - 1), c->results.retry_max_seconds);
+        const double wait =
+            std::min(c->pipeline.retry_seconds * std::pow(2.0, attempt - 1), c->results.retry_max_seconds);
         store.retry_later(round, wait, result.reason);
         ++stats.jobs_retried;
-        spdlog::warn("JOB_RETRY study={} round={} attempt={} wait_s={:.1f} reason=\"{}\"", round.study_key,
-                     round.round, attempt, wait, result.reason);
+        spdlog::warn("JOB_RETRY study={} round={} attempt={} wait_s={:.1f} reason=\"{}\"", round.study_key, round.round,
+                     attempt, wait, result.reason);
         enqueue_after(round, wait);
       } else {
         finish(round);
@@ -173,7 +174,7 @@ struct Pipeline::Impl {
     }
   }
 
-void seal_stable() {
+  void seal_stable() {
     std::vector<std::string> due;
     {
       const std::lock_guard guard(mutex);

@@ -126,6 +126,12 @@ void add_evaluations(SrTree& t, size_t root, const Report& r) {
   for (const auto& f : r.study.findings) {
     t.code(qe, DT::RT_contains, finding_code(f.label), f.present ? present() : absent());
   }
+  // What "present" means, so a reader can weigh it (the model card gives its measured sensitivity and false-finding
+  // rate at this operating point).
+  std::string rule;
+  for (const auto& f : r.study.findings) rule += (rule.empty() ? "" : "; ") + f.operating_point();
+  if (!rule.empty())
+    t.text(qe, DT::RT_contains, DSRCodedEntryValue("OPERATING-POINT", "99NEPHRA", "Operating point"), r.text(rule));
   const auto count = [&](const char* code, const char* meaning, int n) {
     t.num(qe, DT::RT_contains, DSRCodedEntryValue(code, "99NEPHRA", meaning), std::to_string(n), slices_unit());
   };
@@ -189,9 +195,9 @@ void write_sr(const engine::StudyResult& study, DcmItem& source, const ResultCon
   add_evidence(doc, r);
   set_document(doc, r);
   if (predecessor != nullptr) {
-    const OFCondition added = doc.getPredecessorDocuments().addItem(
-        predecessor->study_uid.c_str(), predecessor->series_uid.c_str(), UID_Comprehensive3DSRStorage,
-        predecessor->instance_uid.c_str());
+    const OFCondition added =
+        doc.getPredecessorDocuments().addItem(predecessor->study_uid.c_str(), predecessor->series_uid.c_str(),
+                                              UID_Comprehensive3DSRStorage, predecessor->instance_uid.c_str());
     if (added.bad()) throw ResultError(std::string("cannot name the predecessor SR: ") + added.text());
   }
 

@@ -67,7 +67,8 @@ struct StorageServer::Impl {
   std::mutex workers_mutex;
   std::list<Worker> workers;
 
-  Impl(const config::Shared& c, store::RoundStore& s, InstanceSink& k) : live(c), start_cfg(*c.get()), spool(s), sink(k) {}
+  Impl(const config::Shared& c, store::RoundStore& s, InstanceSink& k)
+      : live(c), start_cfg(*c.get()), spool(s), sink(k) {}
 
   void configure() {
     scp_config.setAETitle(start_cfg.node.ae_title.c_str());

@@ -80,7 +80,8 @@ OFCondition add_storage_contexts(DcmSCPConfig& config) {
   return cond;
 }
 
-StoreScp::StoreScp(std::shared_ptr<const config::Config> cfg, store::RoundStore& spool, InstanceSink& sink, ScpStats& stats)
+StoreScp::StoreScp(std::shared_ptr<const config::Config> cfg, store::RoundStore& spool, InstanceSink& sink,
+                   ScpStats& stats)
     : cfg_(std::move(cfg)), spool_(spool), sink_(sink), stats_(stats) {}
 
 OFBool StoreScp::checkCalledAETitleAccepted(const OFString& calledAE) {

@@ -109,7 +109,9 @@ std::vector<nlohmann::json> TestNode::manifests() const {
   for (const auto& study : fs::directory_iterator(spool_ / "studies")) {
     if (!fs::exists(study.path() / "rounds")) continue;
     for (const auto& round : fs::directory_iterator(study.path() / "rounds")) {
-      if (fs::exists(round.path() / "done") || fs::exists(round.path() / "processed"))
+      const auto state = nlohmann::json::parse(read_file(round.path() / "state.json"), nullptr, false);
+      const std::string name = state.is_object() ? state.value("state", "") : "";
+      if ((name == "classified" || name == "done") && fs::exists(round.path() / "manifest.json"))
         out.push_back(nlohmann::json::parse(read_file(round.path() / "manifest.json")));
     }
   }

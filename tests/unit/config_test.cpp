@@ -176,3 +176,12 @@ TEST(Config, NonAsciiInCommentsIsAcceptedAndStringsCarryItAsEscapes) {
   const auto cfg = load_string("[node]\nspool_dir = \"sp\\u00F6ol\" # sp\xC3\xB6ol\n");
   EXPECT_EQ(cfg.node.spool_dir, "sp\xC3\xB6ol");
 }
+
+TEST(Config, UidRootWithALeadingZeroComponentIsRefused) {
+  EXPECT_TRUE(nephra::config::is_uid_prefix("1.2.826.0.1.3680043.10.1234"));
+  for (const char* bad : {"1.02", "01.2", "1..2", ".1", "1.", "1.2a", ""}) {
+    EXPECT_FALSE(nephra::config::is_uid_prefix(bad)) << bad;
+    EXPECT_THROW(load_string(std::string("[results]\nuid_root = \"") + bad + "\"\n"), nephra::config::ConfigError)
+        << bad;
+  }
+}

@@ -52,7 +52,7 @@ struct Fixture {
 
   // One instance received and handed to the pipeline, as the Storage SCP does.
   void receive(nephra::pipeline::Pipeline& pipeline, const std::string& sop = "1.1") {
-    const nephra::store::InstanceInfo info{"SENDER", "1.2.3", "1.2.3.1", "1.2.840.10008.5.1.4.1.1.2", sop,
+    const nephra::store::InstanceInfo info{"SENDER",           "1.2.3", "1.2.3.1", "1.2.840.10008.5.1.4.1.1.2", sop,
                                            "1.2.840.10008.1.2"};
     const auto result = store.store(info, [](const fs::path& tmp) {
       std::ofstream(tmp) << "ct";
@@ -67,9 +67,8 @@ struct Fixture {
   }
 
   bool reaches(RoundState state) {
-    return nephra::test::wait_until(
-        [&] { return fs::exists(round1().dir) && store.record(round1()).state == state; },
-        std::chrono::seconds(30));
+    return nephra::test::wait_until([&] { return fs::exists(round1().dir) && store.record(round1()).state == state; },
+                                    std::chrono::seconds(30));
   }
 };
 

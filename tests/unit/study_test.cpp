@@ -69,4 +69,20 @@ TEST(Study, NotAssessedSlicesNeverFlagAndAreCounted) {
   EXPECT_EQ(s.summary(), "AI: no kidney cyst, stone or tumour found (1 slices assessed, 2 not assessed, 1 unreadable)");
 }
 
+TEST(Study, EachFindingHasItsOwnRunLengthAndSaysItsOperatingPoint) {
+  auto m = toy_model();
+  m.min_run_by_class = {{"Tumor", 4}};  // Cyst and Stone keep the common 2
+  std::vector<ng::SliceRecord> in;
+  const double p[] = {0.1, 0.7, 0.8, 0.95, 0.2};
+  for (int i = 0; i < 5; ++i) in.push_back(rec(100 - i, i + 1, p[i]));
+  const auto s = ng::aggregate(in, m);
+  const auto& tumor = s.findings.back();
+  EXPECT_FALSE(tumor.present);  // a run of 3 is short of 4
+  EXPECT_EQ(tumor.flagged, (std::vector<int>{2, 3, 4}));
+  EXPECT_EQ(tumor.min_run_slices, 4);
+  EXPECT_EQ(s.findings.front().min_run_slices, 2);
+  EXPECT_EQ(tumor.operating_point(),
+            "Tumor: present when at least 4 adjacent slices have calibrated probability >= 0.400");
+}
+
 }  // namespace

@@ -57,8 +57,10 @@ struct Model {
   OodModel ood;
   std::map<std::string, double> decision_thresholds;  // finding class → calibrated probability threshold
   int min_run_slices = 2;                             // contiguous flagged slices for a study-level finding
+  std::map<std::string, int> min_run_by_class;        // per finding class, where the study rule sets it
 
   [[nodiscard]] int class_index(const std::string& name) const;
+  [[nodiscard]] int min_run_for(const std::string& label) const;
   [[nodiscard]] std::string id() const { return name + " " + version; }
 };
 

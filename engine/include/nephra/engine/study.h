@@ -28,6 +28,10 @@ struct Finding {
   int peak_slice = 0;            // slice number of max_probability
   std::vector<int> flagged;      // slice numbers with p >= threshold
   std::vector<SliceRun> runs;    // contiguous flagged runs of at least min_run_slices
+  double threshold = 0.0;        // the operating point: calibrated probability a slice must reach...
+  int min_run_slices = 1;        // ...on this many adjacent assessed slices
+  // The rule in words, e.g. "present when at least 2 adjacent slices have calibrated probability >= 0.60".
+  [[nodiscard]] std::string operating_point() const;
 };
 
 struct StudyResult {

@@ -40,9 +40,9 @@ struct PipelineStats {
   std::atomic<unsigned long> late_instances{0};
   std::atomic<unsigned long> studies_completed{0};
   std::atomic<unsigned long> jobs_done{0};
-  std::atomic<unsigned long> jobs_retried{0};      // tries that failed and will be tried again
-  std::atomic<unsigned long> jobs_quarantined{0};  // rounds given up on, with a reason, kept for an operator
-  std::atomic<unsigned long> rounds_superseded{0};  // a later round of the study made this one unnecessary
+  std::atomic<unsigned long> jobs_retried{0};        // tries that failed and will be tried again
+  std::atomic<unsigned long> jobs_quarantined{0};    // rounds given up on, with a reason, kept for an operator
+  std::atomic<unsigned long> rounds_superseded{0};   // a later round of the study made this one unnecessary
   std::atomic<unsigned long> duplicates_ignored{0};  // re-sent instances the study already held
   std::atomic<long> quarantined{0};                  // quarantined rounds in the store now
   std::atomic<unsigned long> retention_instance_folders{0};

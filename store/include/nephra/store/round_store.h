@@ -191,7 +191,7 @@ class RoundStore {
   std::filesystem::path root_;
   std::mutex locks_mutex_;
   std::map<std::string, std::shared_ptr<std::mutex>> study_locks_;
-  std::map<std::string, size_t> open_counts_;             // guarded by the study's lock; counted on first use
+  std::map<std::string, size_t> open_counts_;           // guarded by the study's lock; counted on first use
   std::map<std::string, std::set<std::string>> known_;  // SOP hashes per study, loaded on first use
 
   std::shared_ptr<std::mutex> lock_for(const std::string& study_key);
