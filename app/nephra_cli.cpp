@@ -27,7 +27,8 @@ constexpr const char* kUsageText =
 options:
   --model FILE      model manifest (default: $NEPHRA_MODEL, ./models/nephra-kidney.json,
                     or the installed <prefix>/share/nephra/models/nephra-kidney.json)
-  --heatmap DIR     also write each slice with its heatmap overlaid as PNG (study: flagged slices only)
+  --heatmap DIR     also write each slice with its heatmap overlaid as PNG (study: the slices the node's
+                    heatmap series shows, those in the runs of present findings)
   --class NAME      heatmap for this class instead of the predicted one (per-file mode)
   --threads N       OpenCV threads (default: all cores)
   --batch N         slices per network batch (default 8)
@@ -125,17 +126,15 @@ int classify_study(const Options& o, ng::Classifier& clf) {
   for (const auto& e : errors) std::cerr << "nephra: " << e.path << ": " << e.reason << "\n";
   std::cout << ng::study_json(study, clf.model()) << "\n";
   if (o.heatmap_dir) {
-    for (const auto& f : study.findings) {
-      const int cls = clf.model().class_index(f.label);
-      for (const int n : f.flagged) {
-        const auto& rec = study.slices[static_cast<size_t>(n - 1)];
-        try {
-          write_heatmap(*o.heatmap_dir, ng::reload_slice(rec.source, clf.model()), rec.result, cls,
-                        f.label + "-slice" + std::to_string(n));
-        } catch (const ng::InputError& err) {  // the file changed since it was classified
-          std::cerr << "nephra: " << rec.source.path << ": " << err.what() << "\n";
-          errors.push_back({rec.source.path, err.what()});
-        }
+    // the node's rule, without its cap: what the SC series would show
+    for (const auto& h : ng::heatmap_slices(study, clf.model(), static_cast<int>(study.slices.size()))) {
+      const auto& rec = study.slices[static_cast<size_t>(h.slice - 1)];
+      try {
+        write_heatmap(*o.heatmap_dir, ng::reload_slice(rec.source, clf.model()), rec.result, h.cls,
+                      h.label + "-slice" + std::to_string(h.slice));
+      } catch (const ng::InputError& err) {  // the file changed since it was classified
+        std::cerr << "nephra: " << rec.source.path << ": " << err.what() << "\n";
+        errors.push_back({rec.source.path, err.what()});
       }
     }
   }

@@ -23,7 +23,8 @@ sys.path.insert(0, str(HERE))
 from calibrate_ood import MahalanobisPCA  # noqa: E402
 from cv import FINAL_WEIGHTS, train_fold  # noqa: E402
 from data import group_of  # noqa: E402
-from model import build_model, forward_all, to_input  # noqa: E402
+from evaluate import infer  # noqa: E402
+from model import build_model  # noqa: E402
 from paths import CLASSES, tune_malloc  # noqa: E402
 from train import load_data  # noqa: E402
 
@@ -31,24 +32,12 @@ RESULTS = HERE / "results" / "oof"
 FIELDS = ["relpath", "study", "fold", "label"] + [f"logit_{c}" for c in CLASSES] + ["ood_score"]
 
 
-@torch.no_grad()
-def infer(net, x, bs=32):
-    """(logits [N,4], pooled features [N,1280]) at the deployed 224 px, no augmentation."""
-    net.eval()
-    lo, fe = [], []
-    for i in range(0, len(x), bs):
-        a, b = forward_all(net, to_input(x[i:i + bs]))
-        lo.append(a.numpy())
-        fe.append(b.numpy())
-    return np.concatenate(lo), np.concatenate(fe)
-
-
 def fold_rows(run, fold):
     torch.set_num_threads(2)
     net = build_model(pretrained=False)
     net.load_state_dict(torch.load(run / FINAL_WEIGHTS, map_location="cpu"))
     (_, xtr, ytr), (rel, xte, yte) = load_data(argparse.Namespace(random_split=False, fold=fold, tiny=0))
-    _, ftr = infer(net, xtr)
+    _, ftr = infer(net, xtr)  # at the deployed 224 px, no augmentation
     logits, fte = infer(net, xte)
     ood = MahalanobisPCA().fit(ftr, ytr).score(fte)
     for r, y, lo, s in zip(rel, yte, logits, ood):

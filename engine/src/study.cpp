@@ -102,6 +102,23 @@ std::string StudyResult::summary() const {
   return out + ")";
 }
 
+std::vector<HeatmapSlice> heatmap_slices(const StudyResult& study, const Model& model, int cap) {
+  std::vector<HeatmapSlice> out;
+  for (const auto& f : study.findings) {
+    if (!f.present) continue;
+    const int cls = model.class_index(f.label);
+    for (const auto& run : f.runs) {
+      for (int n = run.first; n <= run.last; ++n) {
+        const auto& rec = study.slices[static_cast<size_t>(n - 1)];
+        out.push_back({n, cls, f.label, rec.result.probabilities[static_cast<size_t>(cls)]});
+      }
+    }
+  }
+  std::stable_sort(out.begin(), out.end(), [](const HeatmapSlice& a, const HeatmapSlice& b) { return a.p > b.p; });
+  if (out.size() > static_cast<size_t>(std::max(0, cap))) out.resize(static_cast<size_t>(std::max(0, cap)));
+  return out;
+}
+
 StudyResult aggregate(std::vector<SliceRecord> slices, const Model& model, int failed) {
   std::stable_sort(slices.begin(), slices.end(), before);
   StudyResult study;

@@ -16,31 +16,6 @@ namespace {
 
 constexpr Uint32 kMaxHeaderElement = 4096;
 
-struct Flagged {
-  int slice = 0;  // study slice number
-  int cls = 0;
-  std::string label;
-  double p = 0;
-};
-
-// Slices of present findings, most probable first, at most `cap`.
-std::vector<Flagged> heatmap_slices(const engine::StudyResult& study, const engine::Model& model, int cap) {
-  std::vector<Flagged> out;
-  for (const auto& f : study.findings) {
-    if (!f.present) continue;
-    const int cls = model.class_index(f.label);
-    for (const auto& run : f.runs) {
-      for (int n = run.first; n <= run.last; ++n) {
-        const auto& rec = study.slices[static_cast<size_t>(n - 1)];
-        out.push_back({n, cls, f.label, rec.result.probabilities[static_cast<size_t>(cls)]});
-      }
-    }
-  }
-  std::stable_sort(out.begin(), out.end(), [](const Flagged& a, const Flagged& b) { return a.p > b.p; });
-  if (out.size() > static_cast<size_t>(cap)) out.resize(static_cast<size_t>(cap));
-  return out;
-}
-
 class ClassifyStep : public StudyStep {
  public:
   ClassifyStep(const config::Config& cfg, engine::Classifier& clf, std::string version, ClassifyStats& stats)
@@ -104,7 +79,7 @@ class ClassifyStep : public StudyStep {
     const auto predecessor = store.previous_sr(round);
     write_sr(study, *header.getDataset(), ctx_, staging / "sr.dcm", predecessor ? &*predecessor : nullptr);
     int number = 1;
-    for (const auto& f : heatmap_slices(study, clf_.model(), max_heatmaps_)) {
+    for (const auto& f : engine::heatmap_slices(study, clf_.model(), max_heatmaps_)) {
       const auto& rec = study.slices[static_cast<size_t>(f.slice - 1)];
       write_sc(engine::reload_slice(rec.source, clf_.model()), rec.result, f.cls, f.label, number, *header.getDataset(),
                ctx_, staging / ("sc-" + std::to_string(1000 + number) + ".dcm"));

@@ -71,9 +71,15 @@ struct Outbox::Impl {
                                   peer.port,
                                   cfg.results.timeout_seconds,
                                   peer.tls ? &cfg.tls : nullptr};
+    std::vector<fs::path> files;
+    try {
+      files = store.pending_results(d.round);
+    } catch (const store::SpoolError& err) {  // results lost after they were committed: say so, never "delivered"
+      return {scp::SendOutcome::kPermanent, err.what()};
+    }
     const auto started = std::chrono::steady_clock::now();
     auto result = scp::send_files(
-        target, store.pending_results(d.round),
+        target, files,
         [&](const fs::path& f) {
           store.mark_sent(d.round, f);
           ++stats.instances_sent;

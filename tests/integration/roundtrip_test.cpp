@@ -116,18 +116,31 @@ void expect_one_sr_and_sc(const TestOrthanc& pacs, const std::string& study, con
       << nephra::test::read_file(work / "dciodvfy.txt");
 }
 
-TEST(RoundTrip, OrthancSendsTheStudyAndGetsOneSrAndOneScSeriesBackEvenWhenSentTwice) {
+// Orthanc as the hospital PACS holding the series, and the node it routes to, both running.
+struct PacsWithSeries {
   nephra::test::TempDir tmp;
-  const int pacs_port = nephra::test::free_port();
-  TestNode node(tmp.path(), node_options(pacs_port));
-  TestOrthanc pacs(tmp.path(), node.port(), pacs_port);
-  pacs.start();
-  node.start();
-  pacs.upload(series_files());
-  const auto studies = pacs.get("/studies");
-  ASSERT_EQ(studies.size(), 1U);
-  const std::string study = studies[0];
-  pacs.post("/modalities/nephra/store", nlohmann::json({{"Resources", {study}}, {"Synchronous", true}}).dump());
+  int pacs_port = nephra::test::free_port();
+  TestNode node{tmp.path(), node_options(pacs_port)};
+  TestOrthanc pacs{tmp.path(), node.port(), pacs_port};
+  std::string study;  // Orthanc's id of the study
+
+  PacsWithSeries() {
+    pacs.start();
+    node.start();
+    pacs.upload(series_files());
+    study = pacs.get("/studies")[0];
+  }
+  // What an auto-routing rule does: Orthanc C-STOREs the resource (study, series or instance) to the node.
+  void route(const std::string& resource) const {
+    pacs.post("/modalities/nephra/store", nlohmann::json({{"Resources", {resource}}, {"Synchronous", true}}).dump());
+  }
+};
+
+TEST(RoundTrip, OrthancSendsTheStudyAndGetsOneSrAndOneScSeriesBackEvenWhenSentTwice) {
+  PacsWithSeries env;
+  auto& [tmp, pacs_port, node, pacs, study] = env;
+  ASSERT_EQ(pacs.get("/studies").size(), 1U);
+  env.route(study);
   ASSERT_TRUE(wait_for_results(pacs, study)) << node.log();
   ASSERT_TRUE(nephra::test::wait_until([&] { return node.log().find("RESULT_DELIVERED") != std::string::npos; },
                                        std::chrono::seconds(30)));
@@ -140,7 +153,7 @@ TEST(RoundTrip, OrthancSendsTheStudyAndGetsOneSrAndOneScSeriesBackEvenWhenSentTw
   for (const auto& s : pacs.series_of(study)) {
     if (s.modality == "CT") ct_series = s.id;
   }
-  pacs.post("/modalities/nephra/store", nlohmann::json({{"Resources", {ct_series}}, {"Synchronous", true}}).dump());
+  env.route(ct_series);
   ASSERT_TRUE(nephra::test::wait_until(
       [&] { return occurrences(node.log(), "STUDY_DUPLICATE_INSTANCE") >= series_files().size(); },
       std::chrono::seconds(60)))
@@ -158,16 +171,10 @@ TEST(RoundTrip, OrthancSendsTheStudyAndGetsOneSrAndOneScSeriesBackEvenWhenSentTw
 // A new instance after the results went out: the whole study is classified again and the new SR names the first
 // as its predecessor, so the archive holds one current SR that speaks for every slice.
 TEST(RoundTrip, ALateNewInstanceReRunsTheWholeStudyAndItsSrReplacesTheFirst) {
-  nephra::test::TempDir tmp;
-  const int pacs_port = nephra::test::free_port();
-  TestNode node(tmp.path(), node_options(pacs_port));
-  TestOrthanc pacs(tmp.path(), node.port(), pacs_port);
-  pacs.start();
-  node.start();
+  PacsWithSeries env;
+  auto& [tmp, pacs_port, node, pacs, study] = env;
   const auto files = series_files();
-  pacs.upload(files);
-  const std::string study = pacs.get("/studies")[0];
-  pacs.post("/modalities/nephra/store", nlohmann::json({{"Resources", {study}}, {"Synchronous", true}}).dump());
+  env.route(study);
   ASSERT_TRUE(nephra::test::wait_until([&] { return occurrences(node.log(), "RESULT_DELIVERED") == 1; },
                                        std::chrono::seconds(180)))
       << node.log();
@@ -189,7 +196,7 @@ TEST(RoundTrip, ALateNewInstanceReRunsTheWholeStudyAndItsSrReplacesTheFirst) {
     if (std::find(before.begin(), before.end(), id) == before.end()) late_id = id;
   }
   ASSERT_FALSE(late_id.empty());
-  pacs.post("/modalities/nephra/store", nlohmann::json({{"Resources", {late_id}}, {"Synchronous", true}}).dump());
+  env.route(late_id);
   ASSERT_TRUE(nephra::test::wait_until([&] { return occurrences(node.log(), "RESULT_DELIVERED") == 2; },
                                        std::chrono::seconds(180)))
       << node.log();
@@ -212,6 +219,8 @@ TEST(RoundTrip, ALateNewInstanceReRunsTheWholeStudyAndItsSrReplacesTheFirst) {
         << nephra::test::read_file(tmp.path() / "dciodvfy2.txt");
     ASSERT_EQ(nephra::test::run({"dsrdump", "+Pl", sr.string()}, tmp.path() / "dsrdump2.txt"), 0);
     const std::string text = nephra::test::read_file(tmp.path() / "dsrdump2.txt");
+    EXPECT_EQ(text.find("\nE:"), std::string::npos) << text;
+    EXPECT_NE(text.find("Operating point"), std::string::npos) << "the SR says what present means";
     const auto result = node_result(node);
     EXPECT_EQ(result["assessed"].get<int>() + result["not_assessed"].get<int>(), static_cast<int>(files.size()) + 1)
         << "the second SR speaks for the whole study";

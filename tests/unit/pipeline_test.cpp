@@ -88,6 +88,9 @@ TEST(Pipeline, ADiskFullWhileResultsAreWrittenIsRetriedAndTheRoundCompletesOnce)
   pipeline.start();
   f.receive(pipeline);
   ASSERT_TRUE(f.reaches(RoundState::kDone));
+  // the counters move just after the state is on disk
+  ASSERT_TRUE(
+      nephra::test::wait_until([&] { return pipeline.stats().jobs_done.load() == 1; }, std::chrono::seconds(5)));
   EXPECT_EQ(probe->tries(), 2U);
   EXPECT_EQ(pipeline.stats().jobs_retried.load(), 1U);
   EXPECT_EQ(pipeline.stats().jobs_done.load(), 1U);
@@ -104,7 +107,8 @@ TEST(Pipeline, AStepThatFailsForGoodQuarantinesTheRoundWithItsReason) {
   ASSERT_TRUE(f.reaches(RoundState::kQuarantined));
   EXPECT_EQ(f.store.record(f.round1()).reason, "no slice could be read");
   EXPECT_EQ(probe->tries(), 1U);
-  EXPECT_EQ(pipeline.stats().quarantined.load(), 1);
+  EXPECT_TRUE(
+      nephra::test::wait_until([&] { return pipeline.stats().quarantined.load() == 1; }, std::chrono::seconds(5)));
 }
 
 TEST(Pipeline, ARoundThatKeepsFailingIsQuarantinedAfterMaxAttempts) {

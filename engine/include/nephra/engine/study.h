@@ -45,6 +45,17 @@ struct StudyResult {
   [[nodiscard]] std::string summary() const;
 };
 
+// A slice to show with its heatmap: one in a qualifying run of a present finding (never a slice below the finding's
+// threshold, never one of an absent finding).
+struct HeatmapSlice {
+  int slice = 0;  // study slice number
+  int cls = 0;
+  std::string label;
+  double p = 0;
+};
+// The node's SC series and `nephra classify --study --heatmap` both show these: most probable first, at most `cap`.
+std::vector<HeatmapSlice> heatmap_slices(const StudyResult& study, const Model& model, int cap);
+
 // Orders slices by position (then instance number, then file name) and applies the model's decision rule.
 StudyResult aggregate(std::vector<SliceRecord> slices, const Model& model, int failed = 0);
 
