@@ -307,7 +307,7 @@ std::optional<StudyRound> RoundStore::read_round(const std::string& key, int rou
 
 void RoundStore::migrate_legacy_rounds() {
   for (const auto& study : fs::directory_iterator(root_ / "studies")) {
-    const fs::path dir = study.path();
+    const fs::path& dir = study.path();
     const auto numbers = round_numbers(dir / kRounds);
     // An earlier layout kept each round's instances in the round folder, with marker files for its state.
     for (const int n : numbers) {
@@ -427,7 +427,7 @@ void RoundStore::quarantine(const StudyRound& round, const std::string& reason) 
 }
 
 fs::path RoundStore::begin_results(const StudyRound& round) {
-  const fs::path staging = round.dir / kStaging;
+  fs::path staging = round.dir / kStaging;
   fs::remove_all(staging);
   io::make_dir_durable(staging);
   return staging;

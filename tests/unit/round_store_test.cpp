@@ -309,7 +309,7 @@ TEST(RoundStore, RetentionRemovesCtThenWholeStudiesAndNeverAnUndeliveredRound) {
 TEST(RoundStore, TheSizeCapRemovesTheOldestDoneStudiesFirst) {
   nephra::test::TempDir dir;
   RoundStore store(dir.path());
-  const std::string big(600 * 1024, 'x');
+  const std::string big(size_t{600} * 1024, 'x');
   for (const std::string study : {"8.1", "8.2", "8.3"}) {
     store.store(instance(study + ".1", study), writes(big));
     const auto round = store.seal(key_of(study));
