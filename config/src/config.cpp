@@ -262,17 +262,18 @@ class Reader {
 
 }  // namespace
 
-bool is_uid_prefix(const std::string& uid) {
-  if (uid.empty() || uid.size() > 40) return false;
+bool is_valid_uid(std::string_view uid, size_t max_length) {
+  if (uid.empty() || uid.size() > max_length) return false;
   size_t start = 0;
   while (true) {
     const size_t dot = uid.find('.', start);
-    const std::string part = uid.substr(start, dot == std::string::npos ? std::string::npos : dot - start);
+    const std::string_view part =
+        uid.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
     if (part.empty() || !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; })) {
       return false;
     }
     if (part.size() > 1 && part.front() == '0') return false;
-    if (dot == std::string::npos) return true;
+    if (dot == std::string_view::npos) return true;
     start = dot + 1;
   }
 }

@@ -6,6 +6,7 @@
 #include <string>
 #include <vector>
 
+#include "nephra/config/config.h"
 #include "nephra/pipeline/results.h"
 
 namespace nephra::pipeline {
@@ -43,21 +44,7 @@ std::string decimal(std::array<unsigned char, 32> number) {
 
 }  // namespace
 
-bool is_valid_uid(std::string_view uid) {
-  if (uid.empty() || uid.size() > kMaxUidLength) return false;
-  size_t start = 0;
-  while (true) {
-    const size_t dot = uid.find('.', start);
-    const std::string_view part =
-        uid.substr(start, dot == std::string_view::npos ? std::string_view::npos : dot - start);
-    if (part.empty() || !std::all_of(part.begin(), part.end(), [](char c) { return c >= '0' && c <= '9'; })) {
-      return false;
-    }
-    if (part.size() > 1 && part.front() == '0') return false;
-    if (dot == std::string_view::npos) return true;
-    start = dot + 1;
-  }
-}
+bool is_valid_uid(std::string_view uid) { return config::is_valid_uid(uid, kMaxUidLength); }
 
 std::string derive_uid(const std::string& root, std::initializer_list<std::string_view> parts) {
   if (!is_valid_uid(root)) throw ResultError("uid_root \"" + root + "\" is not a valid UID prefix");

@@ -87,10 +87,11 @@ void write_atomic(const std::filesystem::path& tmp, const std::filesystem::path&
     write_file(tmp, content);
     rename_into(tmp, dest);
     fsync_path(dest.parent_path());
-  } catch (...) {
+  } catch (const IoError& err) {
     std::error_code ec;
     std::filesystem::remove(tmp, ec);
-    throw;
+    // named after what was being written, not after the temporary file
+    throw IoError("write " + dest.filename().string() + ": " + std::strerror(err.error_number()), err.error_number());
   }
 }
 

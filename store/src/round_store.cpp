@@ -8,6 +8,7 @@
 #include <chrono>
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <set>
 #include <sstream>
 
 namespace fs = std::filesystem;
@@ -196,17 +197,17 @@ std::uintmax_t RoundStore::free_bytes() const {
   return ec ? 0 : space.available;
 }
 
-std::set<std::string>& RoundStore::known_of(const std::string& study_key) {
-  const std::lock_guard guard(locks_mutex_);
-  const auto [it, fresh] = known_.try_emplace(study_key);
-  if (fresh) {
-    const fs::path dir = study_dir(study_key);
-    for (const auto& f : dicom_files(dir / kOpen)) it->second.insert(f.stem().string());
-    for (const int n : round_numbers(dir / kRounds)) {
-      for (auto& h : read_lines(dir / kRounds / std::to_string(n) / kInputs)) it->second.insert(std::move(h));
-    }
+bool RoundStore::holds(const std::string& study_key, const std::string& sop_hash) const {
+  const fs::path dir = study_dir(study_key);
+  const std::string name = sop_hash + ".dcm";
+  if (fs::exists(dir / kOpen / name) || fs::exists(dir / kInstances / name)) return true;
+  if (fs::exists(dir / kInstances)) return false;
+  // the CT went with retention (or nothing was sealed yet): the rounds' input lists remember what was received
+  for (const int n : round_numbers(dir / kRounds)) {
+    const auto inputs = read_lines(dir / kRounds / std::to_string(n) / kInputs);
+    if (std::find(inputs.begin(), inputs.end(), sop_hash) != inputs.end()) return true;
   }
-  return it->second;
+  return false;
 }
 
 StoreResult RoundStore::store(const InstanceInfo& info, const Writer& write, size_t max_open) {
@@ -222,8 +223,7 @@ StoreResult RoundStore::store(const InstanceInfo& info, const Writer& write, siz
     const std::lock_guard guard(*lock);
     ensure_study_dir(info, result.study_key);
     const std::string sop = hash_hex(info.sop_instance_uid);
-    auto& known = known_of(result.study_key);
-    if (known.count(sop) != 0) {  // a re-send (e.g. after a lost acknowledgement): already part of the study
+    if (holds(result.study_key, sop)) {  // a re-send (e.g. after a lost acknowledgement): already part of the study
       fs::remove(tmp);
       result.duplicate = true;
       return result;
@@ -239,7 +239,6 @@ StoreResult RoundStore::store(const InstanceInfo& info, const Writer& write, siz
     }
     io::rename_into(tmp, open_dir / (sop + ".dcm"));
     io::fsync_path(open_dir);
-    known.insert(sop);
     ++open_count;
   } catch (...) {
     std::error_code ec;
@@ -556,7 +555,6 @@ RetentionReport RoundStore::sweep(const RetentionPolicy& policy, double now) {
     fs::remove_all(study_dir(key));
     io::fsync_path(root_ / "studies");
     const std::lock_guard guard(locks_mutex_);
-    known_.erase(key);
     open_counts_.erase(key);
     ++report.studies;
     report.bytes += bytes;

@@ -5,12 +5,15 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
+#include <cerrno>
 #include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <regex>
 #include <thread>
@@ -286,4 +289,63 @@ TEST(Service, DcmtkMessagesGoThroughTheNodesLogWhichNamesNoPatient) {
        {"Pancreas-CT-CB_001", "1.3.6.1.4.1.14519.5.2.1.21087345762211724523378497892240459677"}) {
     EXPECT_EQ(log.find(identifying), std::string::npos) << identifying;
   }
+}
+
+// The spool's disk fills up after the study was acknowledged (another process took the space): sealing, the
+// study job or the result files fail with "no space", are tried again, and once space is back the archive gets the
+// results exactly once.
+TEST(Service, ADiskThatFillsAfterIntakeEndsWithTheResultsDeliveredOnce) {
+  TempDir tmp;
+  const fs::path tiny = tmp.path() / "tiny";
+  fs::create_directories(tiny);
+  if (::mount("tmpfs", tiny.c_str(), "tmpfs", 0, "size=8m") != 0) {
+    GTEST_SKIP() << "cannot mount a small tmpfs here (needs root): " << std::strerror(errno);
+  }
+  struct Unmount {
+    fs::path dir;
+    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
+  } unmount{tiny};
+  const fs::path received = tmp.path() / "received";
+  fs::create_directories(received);
+  const int archive_port = nephra::test::free_port();
+  nephra::test::Process archive(
+      {"storescp", "-od", received.string(), "-aet", "STORESCU", "--promiscuous", std::to_string(archive_port)},
+      tmp.path() / "storescp.log");
+  NodeOptions options;
+  options.stable_seconds = 2.0;
+  options.peers = {"STORESCU"};
+  options.peer_ports = {{"STORESCU", archive_port}};
+  options.spool_dir = tiny / "spool";
+  options.extra_toml = "[pipeline]\nretry_seconds = 1\n";
+  TestNode node(tmp.path(), options);
+  node.start();
+  ASSERT_EQ(node.storescu("STORESCU", {fixture()}), 0);
+
+  const fs::path filler = tiny / "filler";
+  {
+    std::ofstream out(filler, std::ios::binary);
+    const std::string block(64 * 1024, 'x');
+    while (out.write(block.data(), static_cast<std::streamsize>(block.size())) && out.flush()) {
+    }
+  }
+  fs::resize_file(filler, fs::file_size(filler) - 16 * 1024);  // a few pages left: not enough for the results
+  ASSERT_TRUE(nephra::test::wait_until(
+      [&] {
+        const std::string log = node.log();
+        return log.find("JOB_RETRY") != std::string::npos || log.find("STUDY_SEAL_FAILED") != std::string::npos;
+      },
+      std::chrono::seconds(60)))
+      << node.log();
+  EXPECT_EQ(node.log().find("RESULT_DELIVERED"), std::string::npos);
+  fs::remove(filler);
+  ASSERT_TRUE(nephra::test::wait_until([&] { return node.log().find("RESULT_DELIVERED") != std::string::npos; },
+                                       std::chrono::seconds(120)))
+      << node.log();
+  size_t srs = 0;
+  for (const auto& f : files_in(received)) srs += f.filename().string().rfind("SR", 0) == 0 ? 1U : 0U;
+  EXPECT_EQ(srs, 1U);
+  EXPECT_EQ(node.log().find("ROUND_QUARANTINED"), std::string::npos);
+  node.stop();
+  archive.signal(SIGTERM);
+  archive.wait();
 }

@@ -5,6 +5,7 @@
 #include <mutex>
 #include <stdexcept>
 #include <string>
+#include <string_view>
 #include <vector>
 
 namespace nephra::config {
@@ -89,8 +90,11 @@ class ConfigError : public std::runtime_error {
   std::string key_;
 };
 
-// Digits and dots, at most 40 characters (room for the derived part), no empty component, no leading zero.
-bool is_uid_prefix(const std::string& uid);
+// A UID as PS3.5 9.1 has it: digits and dots, at most `max_length` characters, no empty component and no component
+// with a leading zero. The one check for the UIDs the node makes (results.uid_root and every derived UID).
+bool is_valid_uid(std::string_view uid, size_t max_length = 64);
+// results.uid_root: a valid UID of at most 40 characters, leaving room for the derived part.
+inline bool is_uid_prefix(std::string_view uid) { return is_valid_uid(uid, 40); }
 
 Config load_file(const std::filesystem::path& path);
 Config load_string(const std::string& toml_text, const std::string& source_name = "<string>");

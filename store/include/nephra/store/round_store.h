@@ -23,7 +23,6 @@
 #include <memory>
 #include <mutex>
 #include <optional>
-#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -191,12 +190,12 @@ class RoundStore {
   std::filesystem::path root_;
   std::mutex locks_mutex_;
   std::map<std::string, std::shared_ptr<std::mutex>> study_locks_;
-  std::map<std::string, size_t> open_counts_;           // guarded by the study's lock; counted on first use
-  std::map<std::string, std::set<std::string>> known_;  // SOP hashes per study, loaded on first use
+  std::map<std::string, size_t> open_counts_;  // guarded by the study's lock; counted on first use
 
   std::shared_ptr<std::mutex> lock_for(const std::string& study_key);
   size_t& open_count_of(const std::string& study_key, const std::filesystem::path& open_dir);
-  std::set<std::string>& known_of(const std::string& study_key);
+  // Whether the study already received this instance (open, sealed, or listed by a round after its CT was removed).
+  [[nodiscard]] bool holds(const std::string& study_key, const std::string& sop_hash) const;
   void ensure_study_dir(const InstanceInfo& info, const std::string& key);
   std::filesystem::path new_tmp_path();
   void write_atomic(const std::filesystem::path& dest, const std::string& content);
