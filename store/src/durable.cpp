@@ -92,6 +92,10 @@ void write_atomic(const std::filesystem::path& tmp, const std::filesystem::path&
     std::filesystem::remove(tmp, ec);
     // named after what was being written, not after the temporary file
     throw IoError("write " + dest.filename().string() + ": " + std::strerror(err.error_number()), err.error_number());
+  } catch (...) {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    throw;
   }
 }
 
