@@ -40,7 +40,9 @@ struct Outbox::Impl {
   std::atomic<bool> interrupt{false};  // stopping, readable without the mutex while a send runs
   std::thread thread;
 
-  Impl(const config::Shared& c, store::RoundStore& s) : live(c), store(s) {}
+  SendFiles send_files;
+
+  Impl(const config::Shared& c, store::RoundStore& s, SendFiles f) : live(c), store(s), send_files(std::move(f)) {}
 
   void load_state(Delivery& d) const {
     const auto r = store.record(d.round);
@@ -78,7 +80,7 @@ struct Outbox::Impl {
       return {scp::SendOutcome::kPermanent, err.what()};
     }
     const auto started = std::chrono::steady_clock::now();
-    auto result = scp::send_files(
+    auto result = send_files(
         target, files,
         [&](const fs::path& f) {
           store.mark_sent(d.round, f);
@@ -180,7 +182,8 @@ struct Outbox::Impl {
   }
 };
 
-Outbox::Outbox(const config::Shared& cfg, store::RoundStore& store) : impl_(std::make_unique<Impl>(cfg, store)) {}
+Outbox::Outbox(const config::Shared& cfg, store::RoundStore& store, SendFiles send)
+    : impl_(std::make_unique<Impl>(cfg, store, std::move(send))) {}
 Outbox::~Outbox() { stop(); }
 
 void Outbox::start() {

@@ -6,10 +6,12 @@
 // restarts); permanent refusals and give-up dead-letter the round. A round overtaken by a later round of the same
 // study is superseded instead of sent, so the archive only receives the latest SR.
 #include <atomic>
+#include <functional>
 #include <memory>
 
 #include "nephra/config/config.h"
 #include "nephra/metrics/metrics.h"
+#include "nephra/scp/store_scu.h"
 #include "nephra/store/round_store.h"
 
 namespace nephra::pipeline {
@@ -24,10 +26,15 @@ struct DeliveryStats {
   metrics::Histogram send_seconds;  // one delivery attempt, successful or not
 };
 
+// How results reach an archive: scp::send_files (DICOM C-STORE) in the node, a scripted fake archive in unit tests.
+using SendFiles = std::function<scp::SendResult(const scp::StoreTarget&, const std::vector<std::filesystem::path>&,
+                                                const std::function<void(const std::filesystem::path&)>&,
+                                                const std::function<bool()>&)>;
+
 class Outbox {
  public:
   // Peers, retry timing and timeouts are read live from `cfg` at each attempt.
-  Outbox(const config::Shared& cfg, store::RoundStore& store);
+  Outbox(const config::Shared& cfg, store::RoundStore& store, SendFiles send = scp::send_files);
   Outbox(const Outbox&) = delete;
   Outbox& operator=(const Outbox&) = delete;
   ~Outbox();
