@@ -559,36 +559,36 @@ RetentionReport RoundStore::sweep(const RetentionPolicy& policy, double now) {
     ++report.studies;
     report.bytes += bytes;
   };
+  // Walking every file costs: sizes are summed only when a cap needs them, otherwise only for what goes.
+  const auto cap = static_cast<std::uintmax_t>(policy.max_spool_gb * 1024.0 * 1024.0 * 1024.0);
   std::vector<fs::path> studies;
   for (const auto& entry : fs::directory_iterator(root_ / "studies")) studies.push_back(entry.path());
   for (const auto& dir : studies) {
     const std::string key = dir.filename().string();
     const auto lock = lock_for(key);
     const std::lock_guard guard(*lock);
-    const std::uintmax_t bytes = size_of(dir);
+    const std::uintmax_t bytes = cap > 0 ? size_of(dir) : 0;
     total += bytes;
     const auto since_final = final_since(dir);
     if (!since_final) continue;
     const double since = *since_final;
     const double hours = (now - since) / 3600.0;
     if (hours >= policy.results_hours) {
-      remove_study(key, bytes);
+      remove_study(key, cap > 0 ? bytes : size_of(dir));
       total -= bytes;
       continue;
     }
+    std::uintmax_t ct = 0;
     if (hours >= policy.instances_hours && fs::exists(dir / kInstances)) {
-      const std::uintmax_t ct = size_of(dir / kInstances);
+      ct = size_of(dir / kInstances);
       fs::remove_all(dir / kInstances);
       io::fsync_path(dir);
       ++report.instance_folders;
       report.bytes += ct;
-      total -= ct;
-      finals.push_back({key, since, bytes - ct});
-      continue;
+      total -= std::min(total, ct);
     }
-    finals.push_back({key, since, bytes});
+    finals.push_back({key, since, bytes - std::min(bytes, ct)});
   }
-  const auto cap = static_cast<std::uintmax_t>(policy.max_spool_gb * 1024.0 * 1024.0 * 1024.0);
   if (cap == 0 || total <= cap) return report;
   std::sort(finals.begin(), finals.end(), [](const Final& a, const Final& b) { return a.since < b.since; });
   for (const auto& f : finals) {
