@@ -91,16 +91,19 @@ struct Outbox::Impl {
     return result;
   }
 
-  // One attempt; returns true when the delivery is finished (delivered or dead-lettered).
+  // The archive gets the later round's SR instead; returns true (this delivery is finished).
+  bool supersede(const Delivery& d) {
+    store.supersede(d.round);
+    spdlog::info("ROUND_SUPERSEDED study={} round={} note=\"a later round of the study speaks for it\"",
+                 d.round.study_key, d.round.round);
+    return true;
+  }
+
+  // One attempt; returns true when the delivery is finished (delivered, dead-lettered or superseded).
   bool attempt(Delivery& d) {
     const auto cfg_snapshot = live.get();
     const config::Config& cfg = *cfg_snapshot;
-    if (store.overtaken(d.round)) {  // the archive gets the later round's SR instead
-      store.supersede(d.round);
-      spdlog::info("ROUND_SUPERSEDED study={} round={} note=\"a later round of the study speaks for it\"",
-                   d.round.study_key, d.round.round);
-      return true;
-    }
+    if (store.overtaken(d.round)) return supersede(d);
     if (d.first_attempt == 0) d.first_attempt = now_seconds();
     d.attempts = store.begin_attempt(d.round);
     // A peer missing from the configuration is an operator's edit in progress, not a refusal: keep retrying.
@@ -109,12 +112,7 @@ struct Outbox::Impl {
         peer == nullptr ? scp::SendResult{scp::SendOutcome::kTransient,
                                           "no [[peers]] entry for " + d.round.calling_ae + " (add it and reload)"}
                         : send(cfg, *peer, d);
-    if (result.outcome == scp::SendOutcome::kTransient && store.overtaken(d.round)) {
-      store.supersede(d.round);
-      spdlog::info("ROUND_SUPERSEDED study={} round={} note=\"a later round of the study speaks for it\"",
-                   d.round.study_key, d.round.round);
-      return true;
-    }
+    if (result.outcome == scp::SendOutcome::kTransient && store.overtaken(d.round)) return supersede(d);
     if (interrupt.load() && result.outcome == scp::SendOutcome::kTransient) {
       spdlog::info("RESULT_PAUSED study={} round={} note=\"the node is stopping; the rest goes at the next start\"",
                    d.round.study_key, d.round.round);
