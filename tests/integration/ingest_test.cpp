@@ -3,7 +3,6 @@
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <gtest/gtest.h>
 #include <signal.h>
-#include <sys/mount.h>
 
 #include <regex>
 #include <set>
@@ -240,14 +239,8 @@ TEST_F(Ingest, KillDashNineLosesNoAcknowledgedInstance) {
 
 TEST_F(Ingest, FullDiskAnswersOutOfResourcesAndKeepsRunning) {
   const fs::path spool = work.path() / "tiny";
-  fs::create_directories(spool);
-  if (::mount("tmpfs", spool.c_str(), "tmpfs", 0, "size=1536k") != 0) {
-    GTEST_SKIP() << "cannot mount a tiny tmpfs here (needs root): " << std::strerror(errno);
-  }
-  struct Unmount {
-    fs::path dir;
-    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
-  } unmount{spool};
+  const nephra::test::SmallTmpfs tmpfs(spool, "1536k");
+  if (!tmpfs.mounted()) GTEST_SKIP() << tmpfs.error();
 
   nephra::test::NodeOptions options;
   options.stable_seconds = 30.0;

@@ -5,15 +5,12 @@
 #include <netinet/in.h>
 #include <poll.h>
 #include <signal.h>
-#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/un.h>
 #include <unistd.h>
 
 #include <atomic>
-#include <cerrno>
 #include <cstdlib>
-#include <cstring>
 #include <fstream>
 #include <regex>
 #include <thread>
@@ -255,12 +252,8 @@ TEST(Service, SigtermWhileTheArchiveHangsExitsCleanlyAndTheNextStartDeliversEver
   EXPECT_EQ(state_of(round), "classified");
 
   const fs::path received = tmp.path() / "received";
-  fs::create_directories(received);
-  const int archive_port = nephra::test::free_port();
-  nephra::test::Process archive(
-      {"storescp", "-od", received.string(), "-aet", "STORESCU", "--promiscuous", std::to_string(archive_port)},
-      tmp.path() / "storescp.log");
-  options.peer_ports = {{"STORESCU", archive_port}};
+  auto archive = nephra::test::start_storescp(received, tmp.path() / "storescp.log");
+  options.peer_ports = {{"STORESCU", archive.port}};
   node.write_config(options);
   node.start();
   ASSERT_TRUE(nephra::test::wait_until([&] { return state_of(round) == "done"; }, std::chrono::seconds(60)))
@@ -268,8 +261,8 @@ TEST(Service, SigtermWhileTheArchiveHangsExitsCleanlyAndTheNextStartDeliversEver
   EXPECT_EQ(files_in(received).size(), waiting.size());
   EXPECT_TRUE(files_in(round / "out").empty());
   node.stop();
-  archive.signal(SIGTERM);
-  archive.wait();
+  archive.process.signal(SIGTERM);
+  archive.process.wait();
 }
 
 TEST(Service, DcmtkMessagesGoThroughTheNodesLogWhichNamesNoPatient) {
@@ -297,24 +290,14 @@ TEST(Service, DcmtkMessagesGoThroughTheNodesLogWhichNamesNoPatient) {
 TEST(Service, ADiskThatFillsAfterIntakeEndsWithTheResultsDeliveredOnce) {
   TempDir tmp;
   const fs::path tiny = tmp.path() / "tiny";
-  fs::create_directories(tiny);
-  if (::mount("tmpfs", tiny.c_str(), "tmpfs", 0, "size=8m") != 0) {
-    GTEST_SKIP() << "cannot mount a small tmpfs here (needs root): " << std::strerror(errno);
-  }
-  struct Unmount {
-    fs::path dir;
-    ~Unmount() { ::umount2(dir.c_str(), MNT_DETACH); }
-  } unmount{tiny};
+  const nephra::test::SmallTmpfs tmpfs(tiny, "8m");
+  if (!tmpfs.mounted()) GTEST_SKIP() << tmpfs.error();
   const fs::path received = tmp.path() / "received";
-  fs::create_directories(received);
-  const int archive_port = nephra::test::free_port();
-  nephra::test::Process archive(
-      {"storescp", "-od", received.string(), "-aet", "STORESCU", "--promiscuous", std::to_string(archive_port)},
-      tmp.path() / "storescp.log");
+  auto archive = nephra::test::start_storescp(received, tmp.path() / "storescp.log");
   NodeOptions options;
   options.stable_seconds = 2.0;
   options.peers = {"STORESCU"};
-  options.peer_ports = {{"STORESCU", archive_port}};
+  options.peer_ports = {{"STORESCU", archive.port}};
   options.spool_dir = tiny / "spool";
   options.extra_toml = "[pipeline]\nretry_seconds = 1\n";
   TestNode node(tmp.path(), options);
@@ -346,6 +329,6 @@ TEST(Service, ADiskThatFillsAfterIntakeEndsWithTheResultsDeliveredOnce) {
   EXPECT_EQ(srs, 1U);
   EXPECT_EQ(node.log().find("ROUND_QUARANTINED"), std::string::npos);
   node.stop();
-  archive.signal(SIGTERM);
-  archive.wait();
+  archive.process.signal(SIGTERM);
+  archive.process.wait();
 }

@@ -4,10 +4,13 @@
 #include <netinet/in.h>
 #include <signal.h>
 #include <spawn.h>
+#include <sys/mount.h>
 #include <sys/socket.h>
 #include <sys/wait.h>
 #include <unistd.h>
 
+#include <cerrno>
+#include <cstring>
 #include <fstream>
 #include <sstream>
 #include <stdexcept>
@@ -120,6 +123,27 @@ TempDir::TempDir() {
 TempDir::~TempDir() {
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
+}
+
+SmallTmpfs::SmallTmpfs(const std::filesystem::path& dir, const std::string& size) : dir_(dir) {
+  std::filesystem::create_directories(dir_);
+  const std::string options = "size=" + size;
+  mounted_ = ::mount("tmpfs", dir_.c_str(), "tmpfs", 0, options.c_str()) == 0;
+  if (!mounted_) error_ = std::string("cannot mount a small tmpfs here (needs root): ") + std::strerror(errno);
+}
+
+SmallTmpfs::~SmallTmpfs() {
+  if (mounted_) ::umount2(dir_.c_str(), MNT_DETACH);
+}
+
+StorescpArchive start_storescp(const std::filesystem::path& dir, const std::filesystem::path& log,
+                               const std::string& ae_title) {
+  std::filesystem::create_directories(dir);
+  StorescpArchive archive;
+  archive.port = free_port();
+  archive.process =
+      Process({"storescp", "-od", dir.string(), "-aet", ae_title, "--promiscuous", std::to_string(archive.port)}, log);
+  return archive;
 }
 
 }  // namespace nephra::test

@@ -50,4 +50,29 @@ class TempDir {
   std::filesystem::path path_;
 };
 
+// A tmpfs of `size` (mount's syntax, e.g. "8m") on `dir` for the test's life: a spool whose disk fills up.
+// Needs root; where it cannot mount, mounted() is false and error() says why (the test then skips).
+class SmallTmpfs {
+ public:
+  SmallTmpfs(const std::filesystem::path& dir, const std::string& size);
+  SmallTmpfs(const SmallTmpfs&) = delete;
+  SmallTmpfs& operator=(const SmallTmpfs&) = delete;
+  ~SmallTmpfs();
+  [[nodiscard]] bool mounted() const { return mounted_; }
+  [[nodiscard]] const std::string& error() const { return error_; }
+
+ private:
+  std::filesystem::path dir_;
+  bool mounted_ = false;
+  std::string error_;
+};
+
+// DCMTK's storescp as an archive on a free loopback port, storing whatever it receives into `dir`.
+struct StorescpArchive {
+  int port = 0;
+  Process process;
+};
+StorescpArchive start_storescp(const std::filesystem::path& dir, const std::filesystem::path& log,
+                               const std::string& ae_title = "STORESCU");
+
 }  // namespace nephra::test
