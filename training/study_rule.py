@@ -169,7 +169,7 @@ def roc_figure(studies, runs, rule, temperature, path):
         ax.plot(present[normal].mean(0), present[pos].mean(0), "-", lw=1.5, label=f"run >= {k} slices, t varies")
         op = decide(studies, temperature, rule)[c]
         ax.plot(op[normal].mean(), op[pos].mean(), "o", color="C3",
-                label=f"shipped: t = {rule[c]['threshold']:.2f}, k = {k}")
+                label=f"operating point: t = {rule[c]['threshold']:.2f}, k = {k}")
         ax.set_xlim(-0.02, 1.02)
         ax.set_ylim(-0.02, 1.02)
         ax.set_xlabel(f"false-finding rate on Normal studies (n={int(normal.sum())})")
@@ -178,7 +178,7 @@ def roc_figure(studies, runs, rule, temperature, path):
         ax.legend(loc="lower right", fontsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle(f"Nephra study-level ROC on out-of-fold predictions (T = {temperature:.3f}; "
-                 "the point: chosen on all folds)", fontsize=9)
+                 "the point: chosen on every fold here; ships once all five are in)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
