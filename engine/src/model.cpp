@@ -131,6 +131,12 @@ Model load_model(const std::filesystem::path& manifest_path) {
         m.min_run_slices = runs.get<int>();
       }
     }
+    m.decision_key =
+        json{{"temperature", j.at("temperature")},
+             {"decision_thresholds", j.at("decision_thresholds")},
+             {"min_run_slices", j.contains("study_rule") ? j["study_rule"].value("min_run_slices", json(2)) : json(2)},
+             {"ood_threshold", j.at("ood").value("threshold", json())}}
+            .dump();
     if (m.head_weight.rows() != static_cast<Eigen::Index>(m.classes.size()) ||
         m.head_bias.size() != m.head_weight.rows()) {
       throw ModelError("manifest: head does not match the class list");

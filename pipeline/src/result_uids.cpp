@@ -70,6 +70,7 @@ ResultContext make_result_context(const engine::Model& model, std::string uid_ro
   ctx.model_name = model.name;
   ctx.model_version = model.version;
   ctx.model_sha256 = model.onnx_sha256;
+  ctx.decision_key = model.decision_key;
   return ctx;
 }
 
@@ -83,7 +84,8 @@ std::string sr_instance_uid(const std::string& study_uid, const engine::StudyRes
     inputs += s.source.sop_instance_uid + "/" + std::to_string(s.source.frame) + ";";
   }
   inputs += "failed=" + std::to_string(study.failed);
-  return derive_uid(ctx.uid_root, {study_uid, ctx.model_sha256, "sr", inputs});
+  // the decision parameters change what the SR says, so they are part of which instance it is (the series stays)
+  return derive_uid(ctx.uid_root, {study_uid, ctx.model_sha256, "sr", inputs, ctx.decision_key});
 }
 
 std::string sc_series_uid(const std::string& study_uid, const ResultContext& ctx) {
@@ -92,7 +94,7 @@ std::string sc_series_uid(const std::string& study_uid, const ResultContext& ctx
 
 std::string sc_instance_uid(const std::string& study_uid, const engine::SliceSource& source,
                             const std::string& class_name, const ResultContext& ctx) {
-  return derive_uid(ctx.uid_root, {study_uid, ctx.model_sha256, "sc", source.sop_instance_uid,
+  return derive_uid(ctx.uid_root, {study_uid, ctx.model_sha256, ctx.decision_key, "sc", source.sop_instance_uid,
                                    std::to_string(source.frame), class_name});
 }
 

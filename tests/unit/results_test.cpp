@@ -293,6 +293,13 @@ TEST_F(ResultsTest, SrUidsAreDeterministic) {
   np::write_sr(study, source, other, tmp.path() / "c.dcm");
   EXPECT_NE(get(*a->getDataset(), DCM_SOPInstanceUID),
             get(*load(tmp.path() / "c.dcm")->getDataset(), DCM_SOPInstanceUID));
+  // The same network with re-tuned thresholds says other things: another instance in the same series.
+  np::ResultContext retuned = ctx;
+  retuned.decision_key = R"({"decision_thresholds":{"Tumor":0.9}})";
+  np::write_sr(study, source, retuned, tmp.path() / "d.dcm");
+  const auto d = load(tmp.path() / "d.dcm");
+  EXPECT_NE(get(*a->getDataset(), DCM_SOPInstanceUID), get(*d->getDataset(), DCM_SOPInstanceUID));
+  EXPECT_EQ(get(*a->getDataset(), DCM_SeriesInstanceUID), get(*d->getDataset(), DCM_SeriesInstanceUID));
 }
 
 TEST_F(ResultsTest, SrKeepsLatin1NamesAndWritesAsciiText) {

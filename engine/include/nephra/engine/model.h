@@ -46,6 +46,9 @@ struct Model {
   std::string version;
   std::filesystem::path onnx_path;
   std::string onnx_sha256;
+  // The manifest's decision parameters (temperature, thresholds, run lengths, OOD threshold) as canonical JSON:
+  // results made under other parameters are other DICOM instances, even with the same network.
+  std::string decision_key;
   std::vector<std::string> classes;
   int input_size = 224;
   std::string logits_output = "logits";

@@ -30,6 +30,7 @@ struct ResultContext {
   std::string model_name;
   std::string model_version;
   std::string model_sha256;  // identifies the trained weights; a retrained model gets new UIDs everywhere
+  std::string decision_key;  // the manifest's decision parameters: re-tuned thresholds give new instance UIDs
   std::string station_ae = "NEPHRA";
 };
 
