@@ -6,6 +6,8 @@
 #include <algorithm>
 #include <array>
 #include <fstream>
+#include <functional>
+#include <map>
 #include <sstream>
 
 namespace nephra::config {
@@ -287,33 +289,79 @@ const Peer* Config::find_peer(const std::string& ae_title) const {
   return it == peers.end() ? nullptr : &*it;
 }
 
-Config apply_reload(const Config& running, Config next, std::vector<std::string>& needs_restart) {
-  const auto keep = [&](const char* key, auto& field, const auto& running_value) {
-    if (field == running_value) return;
-    needs_restart.emplace_back(key);
-    field = running_value;
+namespace {
+
+// Compares one key's field of `next` with the running value and, when they differ, puts the running one back.
+using KeepField = std::function<bool(Config& next, const Config& running)>;
+
+template <class Section, class T>
+KeepField field(Section Config::*section, T Section::*member) {
+  return [section, member](Config& next, const Config& running) {
+    auto& value = (next.*section).*member;
+    const auto& kept = (running.*section).*member;
+    if (value == kept) return false;
+    value = kept;
+    return true;
   };
-  keep("node.ae_title", next.node.ae_title, running.node.ae_title);
-  keep("node.bind", next.node.bind, running.node.bind);
-  keep("node.port", next.node.port, running.node.port);
-  keep("node.spool_dir", next.node.spool_dir, running.node.spool_dir);
-  keep("node.max_pdu_bytes", next.node.max_pdu_bytes, running.node.max_pdu_bytes);
-  keep("node.shutdown_grace_seconds", next.node.shutdown_grace_seconds, running.node.shutdown_grace_seconds);
-  keep("pipeline.workers", next.pipeline.workers, running.pipeline.workers);
-  keep("engine.model", next.engine.model, running.engine.model);
-  keep("engine.threads", next.engine.threads, running.engine.threads);
-  keep("engine.batch", next.engine.batch, running.engine.batch);
-  keep("results.uid_root", next.results.uid_root, running.results.uid_root);
-  keep("results.max_heatmaps", next.results.max_heatmaps, running.results.max_heatmaps);
-  keep("tls.enabled", next.tls.enabled, running.tls.enabled);
-  keep("tls.certificate", next.tls.certificate, running.tls.certificate);
-  keep("tls.private_key", next.tls.private_key, running.tls.private_key);
-  keep("tls.ca_certificates", next.tls.ca_certificates, running.tls.ca_certificates);
-  keep("tls.require_client_certificate", next.tls.require_client_certificate, running.tls.require_client_certificate);
-  keep("http.enabled", next.http.enabled, running.http.enabled);
-  keep("http.bind", next.http.bind, running.http.bind);
-  keep("http.port", next.http.port, running.http.port);
-  keep("log.target", next.log.target, running.log.target);
+}
+
+// Every key's field, so that which keys wait for a restart is said once, by the schema's `live` flag.
+const std::map<std::string, KeepField>& fields() {
+  static const std::map<std::string, KeepField> kFields = {
+      {"node.ae_title", field(&Config::node, &Config::Node::ae_title)},
+      {"node.bind", field(&Config::node, &Config::Node::bind)},
+      {"node.port", field(&Config::node, &Config::Node::port)},
+      {"node.spool_dir", field(&Config::node, &Config::Node::spool_dir)},
+      {"node.max_associations", field(&Config::node, &Config::Node::max_associations)},
+      {"node.shutdown_grace_seconds", field(&Config::node, &Config::Node::shutdown_grace_seconds)},
+      {"node.check_peer_address", field(&Config::node, &Config::Node::check_peer_address)},
+      {"node.max_pdu_bytes", field(&Config::node, &Config::Node::max_pdu_bytes)},
+      {"node.min_free_spool_mb", field(&Config::node, &Config::Node::min_free_spool_mb)},
+      {"node.max_instance_mb", field(&Config::node, &Config::Node::max_instance_mb)},
+      {"study.stable_seconds", field(&Config::study, &Config::Study::stable_seconds)},
+      {"study.max_instances", field(&Config::study, &Config::Study::max_instances)},
+      {"pipeline.workers", field(&Config::pipeline, &Config::Pipeline::workers)},
+      {"pipeline.stall_seconds", field(&Config::pipeline, &Config::Pipeline::stall_seconds)},
+      {"pipeline.max_attempts", field(&Config::pipeline, &Config::Pipeline::max_attempts)},
+      {"pipeline.retry_seconds", field(&Config::pipeline, &Config::Pipeline::retry_seconds)},
+      {"engine.model", field(&Config::engine, &Config::Engine::model)},
+      {"engine.threads", field(&Config::engine, &Config::Engine::threads)},
+      {"engine.batch", field(&Config::engine, &Config::Engine::batch)},
+      {"results.uid_root", field(&Config::results, &Config::Results::uid_root)},
+      {"results.max_heatmaps", field(&Config::results, &Config::Results::max_heatmaps)},
+      {"results.retry_initial_seconds", field(&Config::results, &Config::Results::retry_initial_seconds)},
+      {"results.retry_max_seconds", field(&Config::results, &Config::Results::retry_max_seconds)},
+      {"results.give_up_hours", field(&Config::results, &Config::Results::give_up_hours)},
+      {"results.timeout_seconds", field(&Config::results, &Config::Results::timeout_seconds)},
+      {"retention.instances_hours", field(&Config::retention, &Config::Retention::instances_hours)},
+      {"retention.results_hours", field(&Config::retention, &Config::Retention::results_hours)},
+      {"retention.max_spool_gb", field(&Config::retention, &Config::Retention::max_spool_gb)},
+      {"tls.enabled", field(&Config::tls, &Config::Tls::enabled)},
+      {"tls.certificate", field(&Config::tls, &Config::Tls::certificate)},
+      {"tls.private_key", field(&Config::tls, &Config::Tls::private_key)},
+      {"tls.ca_certificates", field(&Config::tls, &Config::Tls::ca_certificates)},
+      {"tls.require_client_certificate", field(&Config::tls, &Config::Tls::require_client_certificate)},
+      {"http.enabled", field(&Config::http, &Config::Http::enabled)},
+      {"http.bind", field(&Config::http, &Config::Http::bind)},
+      {"http.port", field(&Config::http, &Config::Http::port)},
+      {"log.level", field(&Config::log, &Config::Log::level)},
+      {"log.dcmtk_level", field(&Config::log, &Config::Log::dcmtk_level)},
+      {"log.target", field(&Config::log, &Config::Log::target)},
+  };
+  return kFields;
+}
+
+}  // namespace
+
+bool has_field(const std::string& key) { return fields().count(key) != 0; }
+
+Config apply_reload(const Config& running, Config next, std::vector<std::string>& needs_restart) {
+  for (const auto& row : schema()) {
+    if (row.live) continue;
+    const auto it = fields().find(row.key);
+    if (it == fields().end()) throw std::logic_error("restart-only key without a field: " + row.key);
+    if (it->second(next, running)) needs_restart.push_back(row.key);
+  }
   return next;
 }
 

@@ -185,3 +185,10 @@ TEST(Config, UidRootWithALeadingZeroComponentIsRefused) {
         << bad;
   }
 }
+
+TEST(Config, EveryKeyOfTheSchemaHasAFieldSoTheReloadPolicyIsTheSchemasLiveFlag) {
+  for (const auto& row : nephra::config::schema()) {
+    if (row.key.rfind("peers[]", 0) == 0) continue;  // peers are reloaded as a whole, always live
+    EXPECT_TRUE(nephra::config::has_field(row.key)) << row.key;
+  }
+}

@@ -112,6 +112,9 @@ struct KeyInfo {
 const std::vector<KeyInfo>& schema();
 const KeyInfo& key_info(const std::string& key);  // throws std::out_of_range for a key not in the schema
 
+// Whether the reload policy can read and restore this key's field (every non-peer key of the schema can).
+bool has_field(const std::string& key);
+
 // What a reload puts in force: `next`, except that keys which only take effect at start keep their running
 // values; those that differ are listed in `needs_restart`.
 Config apply_reload(const Config& running, Config next, std::vector<std::string>& needs_restart);
