@@ -115,7 +115,8 @@ std::vector<HeatmapSlice> heatmap_slices(const StudyResult& study, const Model& 
     }
   }
   std::stable_sort(out.begin(), out.end(), [](const HeatmapSlice& a, const HeatmapSlice& b) { return a.p > b.p; });
-  if (out.size() > static_cast<size_t>(std::max(0, cap))) out.resize(static_cast<size_t>(std::max(0, cap)));
+  const auto keep = static_cast<size_t>(std::max(0, cap));
+  if (out.size() > keep) out.resize(keep);
   return out;
 }
 

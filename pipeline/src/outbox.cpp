@@ -25,8 +25,6 @@ struct Delivery {
   Clock::time_point next;
 };
 
-double now_seconds() { return std::chrono::duration<double>(Clock::now().time_since_epoch()).count(); }
-
 }  // namespace
 
 struct Outbox::Impl {
@@ -104,8 +102,9 @@ struct Outbox::Impl {
     const auto cfg_snapshot = live.get();
     const config::Config& cfg = *cfg_snapshot;
     if (store.overtaken(d.round)) return supersede(d);
-    if (d.first_attempt == 0) d.first_attempt = now_seconds();
-    d.attempts = store.begin_attempt(d.round);
+    const auto tried = store.begin_attempt(d.round);
+    d.attempts = tried.attempts;
+    d.first_attempt = tried.first_attempt;
     // A peer missing from the configuration is an operator's edit in progress, not a refusal: keep retrying.
     const config::Peer* peer = cfg.find_peer(d.round.calling_ae);
     const scp::SendResult result =
@@ -129,7 +128,7 @@ struct Outbox::Impl {
       dead_letter(d, result.reason);
       return true;
     }
-    if (now_seconds() - d.first_attempt > cfg.results.give_up_hours * 3600.0) {
+    if (store::epoch_seconds() - d.first_attempt > cfg.results.give_up_hours * 3600.0) {
       dead_letter(d, "gave up after " + std::to_string(d.attempts) + " attempts: " + result.reason);
       return true;
     }

@@ -116,7 +116,7 @@ struct Pipeline::Impl {
         return;
       }
       const auto c = cfg.get();
-      const int attempt = store.begin_attempt(round);
+      const int attempt = store.begin_attempt(round).attempts;
       if (attempt > c->pipeline.max_attempts) {
         const std::string last = store.record(round).reason;
         quarantine(round, "gave up after " + std::to_string(attempt - 1) +
@@ -159,7 +159,7 @@ struct Pipeline::Impl {
     const auto c = cfg.get();
     const store::RetentionPolicy policy{c->retention.instances_hours, c->retention.results_hours,
                                         c->retention.max_spool_gb};
-    const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+    const double now = store::epoch_seconds();
     try {
       const auto report = store.sweep(policy, now);
       stats.retention_instance_folders += report.instance_folders;
@@ -234,7 +234,7 @@ void Pipeline::start() {
       spdlog::info("STUDY_RESUMED study={} instances={}", open.study_key, open.instances);
     }
   }
-  const double now = std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+  const double now = store::epoch_seconds();
   for (const auto& [round, record] : scan.pending) {
     if (record.state == store::RoundState::kClassified && impl_->outbox != nullptr) {
       spdlog::info("RESULT_REQUEUED study={} round={}", round.study_key, round.round);

@@ -28,8 +28,16 @@ constexpr const char* kSent = "sent";
 constexpr RoundState kAllStates[] = {RoundState::kSealed,       RoundState::kClassified,  RoundState::kDone,
                                      RoundState::kDeadLettered, RoundState::kQuarantined, RoundState::kSuperseded};
 
-double now_seconds() {
-  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+constexpr const char* kSupersededReason = "a later round of the study was sealed";
+
+// A state entered: the tries of the new state's step start from nothing.
+void enter_state(RoundRecord& r, RoundState state, std::string reason) {
+  r.state = state;
+  r.attempts = 0;
+  r.first_attempt = 0;
+  r.next_attempt = 0;
+  r.changed = epoch_seconds();
+  r.reason = std::move(reason);
 }
 
 std::string read_text(const fs::path& path) {
@@ -114,6 +122,10 @@ std::string record_json(const RoundRecord& r) {
 }
 
 }  // namespace
+
+double epoch_seconds() {
+  return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count();
+}
 
 std::string_view to_string(RoundState state) {
   switch (state) {
@@ -282,7 +294,7 @@ std::optional<StudyRound> RoundStore::seal(const std::string& study_key) {
   io::make_dir_durable(staging);
   io::write_file(staging / kInputs, inputs);
   RoundRecord record;
-  record.changed = now_seconds();
+  record.changed = epoch_seconds();
   io::write_file(staging / kState, record_json(record));
   io::fsync_path(staging);
   io::rename_into(staging, dir / kRounds / std::to_string(next));
@@ -321,7 +333,7 @@ void RoundStore::migrate_legacy_rounds() {
       io::fsync_path(dir / kInstances);
       write_atomic(rd / kInputs, inputs);
       RoundRecord r;
-      r.changed = now_seconds();
+      r.changed = epoch_seconds();
       if (fs::exists(rd / "dead-letter")) {
         r.state = RoundState::kDeadLettered;
       } else if (fs::exists(rd / "done")) {
@@ -378,12 +390,7 @@ void RoundStore::write_record(const StudyRound& round, const RoundRecord& record
 
 void RoundStore::enter(const StudyRound& round, RoundState state, const std::string& reason) {
   RoundRecord r = record(round);
-  r.state = state;
-  r.attempts = 0;
-  r.first_attempt = 0;
-  r.next_attempt = 0;
-  r.changed = now_seconds();
-  r.reason = reason;
+  enter_state(r, state, reason);
   write_record(round, r);
 }
 
@@ -402,26 +409,26 @@ void RoundStore::write_round_file(const StudyRound& round, const std::string& na
   write_atomic(round.dir / name, content);
 }
 
-int RoundStore::begin_attempt(const StudyRound& round) {
+RoundRecord RoundStore::begin_attempt(const StudyRound& round) {
   RoundRecord r = record(round);
   ++r.attempts;
-  if (r.first_attempt == 0) r.first_attempt = now_seconds();
+  if (r.first_attempt == 0) r.first_attempt = epoch_seconds();
   write_record(round, r);
-  return r.attempts;
+  return r;
 }
 
 void RoundStore::retry_later(const StudyRound& round, double after_seconds, const std::string& reason) {
   RoundRecord r = record(round);
-  r.next_attempt = now_seconds() + after_seconds;
+  r.next_attempt = epoch_seconds() + after_seconds;
   r.reason = reason;
   write_record(round, r);
 }
 
 void RoundStore::quarantine(const StudyRound& round, const std::string& reason) {
-  const int attempts = record(round).attempts;
-  enter(round, RoundState::kQuarantined, reason);
   RoundRecord r = record(round);
-  r.attempts = attempts;
+  const int attempts = r.attempts;
+  enter_state(r, RoundState::kQuarantined, reason);
+  r.attempts = attempts;  // kept: how many tries it took to give up
   write_record(round, r);
 }
 
@@ -444,12 +451,7 @@ RoundState RoundStore::commit_results(const StudyRound& round, const std::string
   const std::lock_guard guard(*lock);
   const RoundState state = overtaken(round) ? RoundState::kSuperseded : RoundState::kClassified;
   RoundRecord r = record(round);
-  r.state = state;
-  r.attempts = 0;
-  r.first_attempt = 0;
-  r.next_attempt = 0;
-  r.changed = now_seconds();
-  r.reason = state == RoundState::kSuperseded ? "a later round of the study was sealed" : "";
+  enter_state(r, state, state == RoundState::kSuperseded ? kSupersededReason : "");
   r.results = files;
   r.sr_series_uid = sr_series_uid;
   r.sr_instance_uid = sr_instance_uid;
@@ -507,9 +509,7 @@ bool RoundStore::overtaken(const StudyRound& round) const {
   return false;
 }
 
-void RoundStore::supersede(const StudyRound& round) {
-  enter(round, RoundState::kSuperseded, "a later round of the study was sealed");
-}
+void RoundStore::supersede(const StudyRound& round) { enter(round, RoundState::kSuperseded, kSupersededReason); }
 
 std::optional<SrReference> RoundStore::previous_sr(const StudyRound& round) const {
   const fs::path rounds = round.dir.parent_path();

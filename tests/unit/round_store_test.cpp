@@ -58,7 +58,7 @@ void deliver(RoundStore& store, const StudyRound& round) {
   store.mark_done(round);
 }
 
-double now() { return std::chrono::duration<double>(std::chrono::system_clock::now().time_since_epoch()).count(); }
+double now() { return nephra::store::epoch_seconds(); }
 
 }  // namespace
 
@@ -142,7 +142,7 @@ TEST(RoundStore, EveryTransitionIsRecordedDurablyAndSurvivesARestart) {
   {
     RoundStore store(dir.path());
     round = sealed(store, {"1.1"});
-    EXPECT_EQ(store.begin_attempt(round), 1);
+    EXPECT_EQ(store.begin_attempt(round).attempts, 1);
     store.retry_later(round, 60, "disk full");
     EXPECT_EQ(classify(store, round, 2), RoundState::kClassified);
   }

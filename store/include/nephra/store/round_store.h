@@ -122,6 +122,9 @@ class StudyFullError : public SpoolError {
   using SpoolError::SpoolError;
 };
 
+// Seconds since the epoch: the clock of every time a round's record holds.
+double epoch_seconds();
+
 // Lowercase hex SHA-256 of text, truncated to `hex_chars`.
 std::string hash_hex(const std::string& text, size_t hex_chars = 32);
 std::string study_key_of(const std::string& calling_ae, const std::string& study_uid);
@@ -154,8 +157,9 @@ class RoundStore {
   // Atomically writes a file inside the round folder.
   void write_round_file(const StudyRound& round, const std::string& name, const std::string& content);
 
-  // Counts a new try of the round's current step, durably, before it runs (a try that kills the node counts too).
-  int begin_attempt(const StudyRound& round);
+  // Counts a new try of the round's current step, durably, before it runs (a try that kills the node counts too);
+  // returns the record as written.
+  RoundRecord begin_attempt(const StudyRound& round);
   // The step failed but may pass later: same state, next try not before `after_seconds` from now.
   void retry_later(const StudyRound& round, double after_seconds, const std::string& reason);
   void quarantine(const StudyRound& round, const std::string& reason);
