@@ -10,6 +10,9 @@ BODY_MARGIN = 0.04
 # An axial slice whose body outline is more than this fraction air cuts through the lungs: not assessed. On the real
 # TCIA series the kidney slices hold 0.2-2.4 % air, the chest slices 15-27 % (training/results/README.md).
 MAX_AIR_FRACTION = 0.10
+# A PNG/JPEG export is windowed already: its body is the region brighter than this gray value. On the TCIA series'
+# kidney-level slices gray 0-10 gives the HU threshold's box within 2 px; 20 and above cuts into subcutaneous fat.
+EXPORT_BODY_THRESHOLD_GRAY = 10
 
 
 def hu_of(ds):
@@ -24,7 +27,8 @@ def window_u8(hu, center, width):
 
 
 def body_box(hu, threshold=BODY_THRESHOLD_HU, margin=BODY_MARGIN):
-    """Square (x, y, side, side) around the largest connected region above `threshold` HU, with a margin."""
+    """Square (x, y, side, side) around the largest connected region above `threshold` (HU, or gray for an export),
+    with a margin."""
     h_img, w_img = hu.shape
     mask = (hu > np.float32(threshold)).astype(np.uint8)
     n, _, stats, _ = cv2.connectedComponentsWithStats(mask, connectivity=8, ltype=cv2.CV_32S)
@@ -75,6 +79,17 @@ def dicom_slice_to_u8(hu, center, width, crop=True, size=224, clahe=(4.0, 8)):
     img = window_u8(hu, center, width)
     if crop:
         img = crop_square(img, body_box(hu))
+    if img.shape != (size, size):
+        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LANCZOS4)
+    return cv2.createCLAHE(clipLimit=clahe[0], tileGridSize=(clahe[1], clahe[1])).apply(img)
+
+
+def export_to_u8(gray, size=224, clahe=(4.0, 8)):
+    """A windowed 8-bit export (PNG/JPEG) as the engine renders it: body crop on gray, resize, CLAHE. An image
+    already size x size is the dataset's own form and is returned as it is."""
+    if gray.shape == (size, size):
+        return gray
+    img = crop_square(gray, body_box(gray, threshold=EXPORT_BODY_THRESHOLD_GRAY))
     if img.shape != (size, size):
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LANCZOS4)
     return cv2.createCLAHE(clipLimit=clahe[0], tileGridSize=(clahe[1], clahe[1])).apply(img)

@@ -18,7 +18,7 @@ import torch
 from data import load_split, sha256_file
 from export_onnx import compare, export
 from paths import CLASSES, DATASET, REPO, SPLITS, tune_malloc
-from preprocess import BODY_MARGIN, BODY_THRESHOLD_HU, MAX_AIR_FRACTION
+from preprocess import BODY_MARGIN, BODY_THRESHOLD_HU, EXPORT_BODY_THRESHOLD_GRAY, MAX_AIR_FRACTION
 
 HERE = Path(__file__).resolve().parent
 PY = sys.executable
@@ -88,8 +88,15 @@ def manifest(out, onnx_path, checkpoint, results, parity):
                       "how_chosen": "training/dicom_window.py: grid search of center/width minimising the 1-D "
                                     "Wasserstein distance between gray histograms of the real TCIA series' kidney "
                                     "slices (windowed, resized, CLAHE) and the dataset's"},
-            "image_files": {"note": "PNG/JPEG are taken as already windowed and CLAHE-processed, as the dataset is",
-                            "resize": "lanczos4", "clahe": None},
+            "image_files": {"rule": "a PNG/JPEG export of a windowed slice goes through the DICOM rendering: body "
+                                    "crop (largest 8-connected region with gray > body_threshold_gray, same margin), "
+                                    "square, resize, CLAHE; an image already input-size square is the dataset's own "
+                                    "form (cropped, resized, CLAHE-processed) and is taken as it is",
+                            "body_threshold_gray": EXPORT_BODY_THRESHOLD_GRAY,
+                            "how_chosen": "on the TCIA series' kidney-level slices windowed as the manifest says, "
+                                          "gray 0-10 gives the same body box as threshold_hu within 2 px; 20 and "
+                                          "above cuts into subcutaneous fat",
+                            "resize": "lanczos4", "clahe": {"clip_limit": 4.0, "tile_grid": 8}},
             "normalisation": "inside the graph: x/255, ImageNet mean/std per channel"},
         "head": {"weight": [r2(w) for w in sd["classifier.1.weight"].tolist()],
                  "bias": r2(sd["classifier.1.bias"].tolist())},

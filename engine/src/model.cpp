@@ -47,6 +47,10 @@ Preprocessing preprocessing_of(const json& pre) {
     p.body_crop.margin = dicom["body_crop"].value("margin", 0.04);
     p.body_crop.max_air_fraction = dicom["body_crop"].value("max_air_fraction", 1.0);
   }
+  if (const json images = pre.value("image_files", json::object()); images.contains("body_threshold_gray")) {
+    p.image_files.export_rendering = true;
+    p.image_files.body_threshold_gray = images["body_threshold_gray"].get<int>();
+  }
   return p;
 }
 

@@ -224,11 +224,10 @@ double air_fraction(const cv::Mat& labels, int body) {
   return area == 0 ? 0.0 : static_cast<double>(area - cv::countNonZero(mask)) / area;
 }
 
-// The body: largest connected region above threshold_hu.
-Body measure_body(const cv::Mat& hu, const BodyCrop& crop) {
-  const cv::Rect whole(0, 0, hu.cols, hu.rows);
+// The body: largest connected region of `mask` (HU above threshold_hu, or an export's gray above its threshold).
+Body measure_body(const cv::Mat& mask, const BodyCrop& crop) {
+  const cv::Rect whole(0, 0, mask.cols, mask.rows);
   if (!crop.enabled) return {whole};
-  cv::Mat mask = hu > static_cast<float>(crop.threshold_hu);
   cv::Mat labels;
   cv::Mat stats;
   cv::Mat centroids;
@@ -237,7 +236,7 @@ Body measure_body(const cv::Mat& hu, const BodyCrop& crop) {
   for (int i = 1; i < n; ++i) {
     if (best == 0 || stats.at<int>(i, cv::CC_STAT_AREA) > stats.at<int>(best, cv::CC_STAT_AREA)) best = i;
   }
-  if (best == 0 || stats.at<int>(best, cv::CC_STAT_AREA) < static_cast<int>(hu.total() / 100)) return {whole};
+  if (best == 0 || stats.at<int>(best, cv::CC_STAT_AREA) < static_cast<int>(mask.total() / 100)) return {whole};
   const int x = stats.at<int>(best, cv::CC_STAT_LEFT);
   const int y = stats.at<int>(best, cv::CC_STAT_TOP);
   const int w = stats.at<int>(best, cv::CC_STAT_WIDTH);
@@ -264,6 +263,20 @@ cv::Mat resize_to(const cv::Mat& img, int side) {
   return out;
 }
 
+// Windowed 8-bit slice → square crop around the body → resize → CLAHE: one rendering for DICOM and exports.
+Slice render(cv::Mat display, const cv::Mat& body_mask, const Model& model) {
+  const Preprocessing& p = model.preprocessing;
+  Slice slice;
+  slice.display = std::move(display);
+  const Body body = measure_body(body_mask, p.body_crop);
+  slice.crop = body.box;
+  slice.body_air = body.air;
+  cv::Mat input = resize_to(crop_square(slice.display, slice.crop), model.input_size);
+  auto clahe = cv::createCLAHE(p.clahe_clip, cv::Size(p.clahe_tiles, p.clahe_tiles));
+  clahe->apply(input, slice.input);
+  return slice;
+}
+
 }  // namespace
 
 std::string SliceSource::label() const { return frame > 0 ? path + "#" + std::to_string(frame) : path; }
@@ -277,23 +290,19 @@ bool is_dicom_file(const std::filesystem::path& path) {
 
 Slice preprocess_hu(const cv::Mat& hu, const Model& model) {
   const Preprocessing& p = model.preprocessing;
-  Slice slice;
-  slice.display = window_u8(hu, p);
-  const Body body = measure_body(hu, p.body_crop);
-  slice.crop = body.box;
-  slice.body_air = body.air;
-  cv::Mat input = resize_to(crop_square(slice.display, slice.crop), model.input_size);
-  auto clahe = cv::createCLAHE(p.clahe_clip, cv::Size(p.clahe_tiles, p.clahe_tiles));
-  clahe->apply(input, slice.input);
-  return slice;
+  return render(window_u8(hu, p), hu > static_cast<float>(p.body_crop.threshold_hu), model);
 }
 
 Slice preprocess_image(const cv::Mat& gray_u8, const Model& model) {
-  Slice slice;
-  slice.display = gray_u8.clone();
-  slice.crop = cv::Rect(0, 0, gray_u8.cols, gray_u8.rows);
-  slice.input = resize_to(gray_u8, model.input_size);
-  return slice;
+  const int side = model.input_size;
+  if (!model.preprocessing.image_files.export_rendering || gray_u8.size() == cv::Size(side, side)) {
+    Slice slice;  // the dataset's own form: already cropped, resized and CLAHE-processed
+    slice.display = gray_u8.clone();
+    slice.crop = cv::Rect(0, 0, gray_u8.cols, gray_u8.rows);
+    slice.input = resize_to(gray_u8, side);
+    return slice;
+  }
+  return render(gray_u8.clone(), gray_u8 > model.preprocessing.image_files.body_threshold_gray, model);
 }
 
 Slice reload_slice(const SliceSource& source, const Model& model) {

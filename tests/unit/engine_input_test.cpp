@@ -196,8 +196,9 @@ TEST_F(EngineInput, BrokenInputsGiveClearErrors) {
   expect_error(cut, "");
 }
 
-TEST_F(EngineInput, PngAndJpegAreTakenAsDisplayImages) {
-  cv::Mat gray(300, 200, CV_8U, cv::Scalar(90));
+TEST_F(EngineInput, AnImageAtTheNetworkSizeIsTakenAsItIs) {
+  const int side = model_->input_size;
+  cv::Mat gray(side, side, CV_8U, cv::Scalar(90));
   cv::Mat rgb;
   cv::cvtColor(gray, rgb, cv::COLOR_GRAY2BGR);
   cv::imwrite((tmp_.path() / "g.png").string(), gray);
@@ -205,9 +206,25 @@ TEST_F(EngineInput, PngAndJpegAreTakenAsDisplayImages) {
   for (const char* name : {"g.png", "c.jpg"}) {
     const auto slices = ng::load_slices(tmp_.path() / name, *model_);
     ASSERT_EQ(slices.size(), 1U);
-    EXPECT_EQ(slices[0].input.size(), cv::Size(model_->input_size, model_->input_size));
+    EXPECT_EQ(slices[0].input.size(), cv::Size(side, side));
     EXPECT_NEAR(cv::mean(slices[0].input)[0], 90.0, 2.0);
   }
+}
+
+TEST_F(EngineInput, AnExportIsCroppedToTheBodyLikeDicom) {
+  if (!model_->preprocessing.image_files.export_rendering) GTEST_SKIP() << "the model takes exports as they are";
+  const fs::path dcm = write_ct(tmp_.path() / "disc.dcm", {.rows = 300, .cols = 300});
+  const auto dicom = ng::load_slices(dcm, *model_);
+  ASSERT_EQ(dicom.size(), 1U);
+  cv::Mat wide = cv::Mat::zeros(300, 400, CV_8U);  // the same slice, exported with black margins on the sides
+  dicom[0].display.copyTo(wide(cv::Rect(50, 0, 300, 300)));
+  cv::imwrite((tmp_.path() / "disc.png").string(), wide);
+  const auto png = ng::load_slices(tmp_.path() / "disc.png", *model_);
+  ASSERT_EQ(png.size(), 1U);
+  EXPECT_EQ(png[0].crop.size(), dicom[0].crop.size());
+  EXPECT_EQ(png[0].crop.x, dicom[0].crop.x + 50);
+  EXPECT_LT(cv::norm(png[0].input, dicom[0].input, cv::NORM_INF), 2.0);
+  EXPECT_FALSE(png[0].outside_abdomen);
 }
 
 }  // namespace

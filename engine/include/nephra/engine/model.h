@@ -24,12 +24,19 @@ struct BodyCrop {
   double max_air_fraction = 1.0;
 };
 
+// PNG/JPEG exports are windowed already; their body is the largest region brighter than body_threshold_gray.
+struct ImageFiles {
+  bool export_rendering = false;  // false (older manifests): every image file is taken as the network input
+  int body_threshold_gray = 10;
+};
+
 struct Preprocessing {
   double window_center = 80.0;  // HU
   double window_width = 350.0;  // HU
   BodyCrop body_crop;
   double clahe_clip = 4.0;
   int clahe_tiles = 8;
+  ImageFiles image_files;
 };
 
 struct OodModel {

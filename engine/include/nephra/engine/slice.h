@@ -34,7 +34,7 @@ struct Slice {
   cv::Mat display;               // 8-bit windowed slice at its own size (what a radiologist would see)
   cv::Rect crop;                 // region of `display` that became the network input
   cv::Mat input;                 // model input_size², 8-bit, preprocessed
-  double body_air = 0.0;         // fraction of the body (holes filled) that is air; 0 for image files
+  double body_air = 0.0;         // fraction of the body (holes filled) that is air (or below an export's threshold)
   bool outside_abdomen = false;  // axial DICOM slice with body_air above the manifest's max_air_fraction
 };
 
@@ -47,7 +47,9 @@ Slice reload_slice(const SliceSource& source, const Model& model);
 
 // DICOM path: HU image (float) → window → body crop → resize → CLAHE. Exposed for tests and the bench.
 Slice preprocess_hu(const cv::Mat& hu, const Model& model);
-// Image-file path: already display-windowed (as the dataset is) → gray → resize.
+// Image-file path. An export (any size but the network's): gray → body crop → resize → CLAHE, as DICOM gets it.
+// An image already input_size² is the dataset's own form (cropped, resized, CLAHE-processed): taken as it is.
+// Manifests without image_files.body_threshold_gray take every image file as already processed.
 Slice preprocess_image(const cv::Mat& gray_u8, const Model& model);
 
 bool is_dicom_file(const std::filesystem::path& path);
