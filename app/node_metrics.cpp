@@ -33,6 +33,12 @@ void register_scp(metrics::Registry& r, const scp::ScpStats& s) {
   r.add(assoc, assoc_help, s.associations_rejected_spool_low, {{"result", "rejected_spool_low"}});
   r.add(assoc, assoc_help, s.associations_failed, {{"result", "failed"}});
   r.add(assoc, assoc_help, s.associations_aborted_at_shutdown, {{"result", "aborted_at_shutdown"}});
+  r.add(assoc, assoc_help, s.associations_setup_timeout, {{"result", "setup_timeout"}});
+  r.add(assoc, assoc_help, s.associations_refused_waiting, {{"result", "refused_waiting"}});
+  r.add(assoc, assoc_help, s.connections_closed_early, {{"result", "closed_before_request"}});
+  r.add("nephra_accept_errors_total", "accept() failures for lack of descriptors or memory.", s.accept_errors);
+  r.add_gauge("nephra_connections_waiting", "Connections accepted whose association request is not complete yet.",
+              read(s.connections_waiting));
   r.add_gauge("nephra_associations_active", "Associations in progress.", read(s.associations_active));
 }
 

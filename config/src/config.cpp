@@ -163,6 +163,8 @@ class Reader {
     node.max_pdu_bytes = integer(t, at, "max_pdu_bytes", node.max_pdu_bytes);
     node.min_free_spool_mb = integer(t, at, "min_free_spool_mb", node.min_free_spool_mb);
     node.max_instance_mb = number(t, at, "max_instance_mb", node.max_instance_mb);
+    node.association_setup_seconds = number(t, at, "association_setup_seconds", node.association_setup_seconds);
+    node.max_waiting_per_address = integer(t, at, "max_waiting_per_address", node.max_waiting_per_address);
   }
 
   static void read_engine(const toml::table& t, Config::Engine& e) {
@@ -313,6 +315,8 @@ const std::map<std::string, KeepField>& fields() {
       {"node.port", field(&Config::node, &Config::Node::port)},
       {"node.spool_dir", field(&Config::node, &Config::Node::spool_dir)},
       {"node.max_associations", field(&Config::node, &Config::Node::max_associations)},
+      {"node.association_setup_seconds", field(&Config::node, &Config::Node::association_setup_seconds)},
+      {"node.max_waiting_per_address", field(&Config::node, &Config::Node::max_waiting_per_address)},
       {"node.shutdown_grace_seconds", field(&Config::node, &Config::Node::shutdown_grace_seconds)},
       {"node.check_peer_address", field(&Config::node, &Config::Node::check_peer_address)},
       {"node.max_pdu_bytes", field(&Config::node, &Config::Node::max_pdu_bytes)},

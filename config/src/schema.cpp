@@ -21,6 +21,13 @@ const std::vector<KeyInfo> kRows = {
      "Durable spool folder (relative paths are taken from the working directory).", 0, 0, kRestart},
     {"node.max_associations", "integer", "16", "Concurrent associations; more are rejected (local limit exceeded).", 1,
      1024, kLive},
+    {"node.association_setup_seconds", "number", "10",
+     "From connect to a complete association request (and TLS handshake); a slower caller is cut, and waiting "
+     "callers never hold up others.",
+     1, 600, kRestart},
+    {"node.max_waiting_per_address", "integer", "8",
+     "Connections from one address that may wait for their association request at once; more are closed.", 1, 1024,
+     kRestart},
     {"node.shutdown_grace_seconds", "number", "30",
      "On SIGTERM, how long associations in progress may take to finish before they are aborted.", 0, 3600, kRestart},
     {"node.check_peer_address", "boolean", "true",

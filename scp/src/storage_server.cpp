@@ -18,19 +18,26 @@
 #include <mutex>
 #include <stdexcept>
 
+#include "association_gate.h"
 #include "store_scp.h"
 #include "tls.h"
 
 namespace nephra::scp {
 namespace {
 
-constexpr int kAcceptPollMs = 200;
+// Real requests propose at most 128 presentation contexts: a few to some 40 KB.
+constexpr size_t kMaxAssociateRequestBytes = size_t{64} * 1024;
+constexpr auto kAcceptPoll = std::chrono::milliseconds(200);
+// Large enough that a whole A-ASSOCIATE-RQ up to the gate's limit fits in the kernel buffer while the gate waits.
+constexpr int kReceiveBufferBytes = 256 * 1024;
 
 int open_listen_socket(const std::string& bind, int port) {
   const int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
   if (fd < 0) throw std::runtime_error(std::string("socket: ") + std::strerror(errno));
   const int one = 1;
   ::setsockopt(fd, SOL_SOCKET, SO_REUSEADDR, &one, sizeof(one));
+  ::setsockopt(fd, SOL_SOCKET, SO_RCVBUF, &kReceiveBufferBytes,
+               sizeof(kReceiveBufferBytes));  // accepted sockets inherit it
   sockaddr_in addr{};
   addr.sin_family = AF_INET;
   addr.sin_port = htons(static_cast<uint16_t>(port));
@@ -57,6 +64,7 @@ struct StorageServer::Impl {
   int listen_fd = -1;
   int network_fd = -1;
   std::atomic<bool> stopping{false};
+  std::unique_ptr<AssociationGate> gate;
   std::thread listener;
 
   struct Worker {
@@ -133,27 +141,34 @@ struct StorageServer::Impl {
     workers.clear();
   }
 
-  void accept_one(int fd) {
+  void accept_one(const ReadyConnection& conn) {
+    const int fd = conn.fd;
     const int one = 1;
     // DCMTK leaves Nagle on by default, which makes C-STORE about 20x slower on loopback.
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    // Hand the accepted socket to DCMTK; only this thread ever sets the (process-wide) handle.
+    const int guard = ::dup(fd);
+    gate->watch(conn);
+    // Hand the accepted socket to DCMTK; only this thread ever sets the (process-wide) handle. The request is
+    // already buffered (the gate waited for it), so this returns at once unless a TLS handshake is slow, and the
+    // gate's watchdog bounds that.
     dcmExternalSocketHandle.set(fd);
     T_ASC_Association* assoc = nullptr;
     const OFCondition cond = ASC_receiveAssociation(network, &assoc, static_cast<int>(start_cfg.node.max_pdu_bytes),
                                                     nullptr, nullptr, tls ? OFTrue : OFFalse, DUL_NOBLOCK, 30);
     dcmExternalSocketHandle.set(-1);
+    gate->unwatch();
     if (cond.bad()) {
       stats.associations_failed.inc();
-      spdlog::warn("SCP_ASSOC_FAILED reason=\"{}\"", cond.text());
+      spdlog::warn("SCP_ASSOC_FAILED peer={} reason=\"{}\"", conn.peer, cond.text());
       if (assoc != nullptr) {
         ASC_dropAssociation(assoc);
         ASC_destroyAssociation(&assoc);
-      } else {
-        ::close(fd);
       }
+      close_if_still_open(fd, guard);
+      if (guard >= 0) ::close(guard);
       return;
     }
+    if (guard >= 0) ::close(guard);
     auto cfg = live.get();
     if (reap_workers() >= static_cast<size_t>(cfg->node.max_associations)) {
       stats.associations_rejected_limit.inc();
@@ -174,13 +189,9 @@ struct StorageServer::Impl {
 
   void listen_loop() {
     while (!stopping.load()) {
-      pollfd pfd{listen_fd, POLLIN, 0};
-      const int ready = ::poll(&pfd, 1, kAcceptPollMs);
+      const auto conn = gate->next(kAcceptPoll);
       reap_workers();
-      if (ready <= 0) continue;
-      const int fd = ::accept4(listen_fd, nullptr, nullptr, SOCK_CLOEXEC);
-      if (fd < 0) continue;
-      accept_one(fd);
+      if (conn) accept_one(*conn);
     }
   }
 };
@@ -208,6 +219,12 @@ void StorageServer::start() {
       throw std::runtime_error(std::string("DICOM TLS: ") + set.text());
     }
   }
+  GateLimits limits;
+  limits.setup_deadline = std::chrono::milliseconds(static_cast<long>(node.association_setup_seconds * 1000));
+  limits.max_waiting_per_address = static_cast<size_t>(node.max_waiting_per_address);
+  limits.max_request_bytes = kMaxAssociateRequestBytes;
+  limits.tls = impl_->start_cfg.tls.enabled;
+  impl_->gate = std::make_unique<AssociationGate>(impl_->listen_fd, limits, impl_->stats);
   impl_->listener = std::thread([this] { impl_->listen_loop(); });
   spdlog::info("SCP_LISTENING ae_title={} bind={} port={} tls={} max_associations={}", node.ae_title, node.bind,
                node.port, impl_->start_cfg.tls.enabled, impl_->live.get()->node.max_associations);
@@ -216,6 +233,7 @@ void StorageServer::start() {
 void StorageServer::stop() {
   if (!impl_ || impl_->stopping.exchange(true)) return;
   if (impl_->listener.joinable()) impl_->listener.join();
+  if (impl_->gate) impl_->gate->stop();
   if (impl_->listen_fd >= 0) ::close(impl_->listen_fd);
   impl_->drain(std::chrono::duration<double>(impl_->start_cfg.node.shutdown_grace_seconds));
   if (impl_->network != nullptr) ASC_dropNetwork(&impl_->network);

@@ -2,7 +2,13 @@
 // and hostile UIDs, against the real nephrad binary and DCMTK's tools.
 #include <gtest/gtest.h>
 
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <atomic>
 #include <regex>
+#include <thread>
 
 #include "node.h"
 
@@ -34,7 +40,7 @@ size_t count_of(const std::string& text, const std::string& needle) {
 
 // A copy of a fixture slice with one attribute overwritten (dcmodify also updates the meta header's UIDs).
 fs::path modified_slice(const fs::path& dir, const std::string& name, const std::string& assignment) {
-  const fs::path out = dir / name;
+  fs::path out = dir / name;
   fs::copy_file(first_fixture_slice(), out);
   const int rc = nephra::test::run({"dcmodify", "-nb", "-m", assignment, out.string()}, dir / (name + ".log"));
   if (rc != 0) throw std::runtime_error("dcmodify failed: " + nephra::test::read_file(dir / (name + ".log")));
@@ -44,13 +50,105 @@ fs::path modified_slice(const fs::path& dir, const std::string& name, const std:
 std::string raw_store(const TestNode& node, const fs::path& file, const fs::path& dir) {
   const fs::path out = dir / "raw_scu.txt";
   fs::remove(out);
-  nephra::test::run({"/usr/bin/python3", NEPHRA_SOURCE_DIR "/tests/tools/raw_scu.py", "127.0.0.1",
+  nephra::test::run({"/usr/bin/python3", (nephra::test::source_dir() / "tests/tools/raw_scu.py").string(), "127.0.0.1",
                      std::to_string(node.port()), "STORESCU", "NEPHRA", "as-is", file.string()},
                     out);
   return nephra::test::read_file(out);
 }
 
+// A raw TCP client that sends what it is told, for callers no DICOM tool would imitate.
+class RawClient {
+ public:
+  explicit RawClient(int port) : fd_(::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0)) {
+    sockaddr_in addr{};
+    addr.sin_family = AF_INET;
+    addr.sin_port = htons(static_cast<uint16_t>(port));
+    addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    if (::connect(fd_, reinterpret_cast<sockaddr*>(&addr), sizeof(addr)) != 0) throw std::runtime_error("connect");
+    const timeval wait{10, 0};
+    ::setsockopt(fd_, SOL_SOCKET, SO_RCVTIMEO, &wait, sizeof(wait));
+  }
+  RawClient(const RawClient&) = delete;
+  RawClient& operator=(const RawClient&) = delete;
+  ~RawClient() { ::close(fd_); }
+  [[nodiscard]] bool send(const std::string& bytes) const {
+    return ::send(fd_, bytes.data(), bytes.size(), MSG_NOSIGNAL) > 0;
+  }
+  // True when the node closed the connection within 10 s without answering anything.
+  [[nodiscard]] bool closed_by_node() const {
+    char byte = 0;
+    const ssize_t n = ::recv(fd_, &byte, 1, 0);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+  }
+
+ private:
+  int fd_;
+};
+
+// An A-ASSOCIATE-RQ header (PDU type 1) that promises `length` more bytes.
+std::string associate_header(uint32_t length) {
+  return std::string{1,
+                     0,
+                     static_cast<char>(length >> 24U),
+                     static_cast<char>((length >> 16U) & 0xFFU),
+                     static_cast<char>((length >> 8U) & 0xFFU),
+                     static_cast<char>(length & 0xFFU)};
+}
+
 }  // namespace
+
+TEST(Guard, ADribblingCallerIsCutAtTheSetupDeadlineAndHoldsUpNobody) {
+  TempDir tmp;
+  NodeOptions options;
+  options.node_toml = "association_setup_seconds = 3\n";
+  TestNode node(tmp.path(), options);
+  node.start();
+  RawClient dribbler(node.port());
+  ASSERT_TRUE(dribbler.send(associate_header(1000)));
+  std::atomic<bool> done{false};
+  std::thread drip([&] {
+    while (!done && dribbler.send("x")) std::this_thread::sleep_for(std::chrono::milliseconds(300));
+  });
+  for (int i = 0; i < 3; ++i) EXPECT_EQ(node.echoscu("STORESCU"), 0) << "echo " << i << " while a caller dribbles";
+  EXPECT_TRUE(log_has(node, "SCP_ASSOC_SETUP_TIMEOUT peer=127.0.0.1"));
+  EXPECT_TRUE(dribbler.closed_by_node());
+  done = true;
+  drip.join();
+  EXPECT_EQ(node.echoscu("STORESCU"), 0);
+  EXPECT_NE(node.http_get("/metrics").find("nephra_associations_total{result=\"setup_timeout\"} 1"), std::string::npos);
+  node.stop();
+}
+
+TEST(Guard, ForeignOrOversizedRequestsAndTooManyWaitingCallersAreClosedAtOnce) {
+  TempDir tmp;
+  NodeOptions options;
+  options.node_toml = "association_setup_seconds = 120\nmax_waiting_per_address = 3\n";
+  TestNode node(tmp.path(), options);
+  node.start();
+  {
+    RawClient web(node.port());
+    ASSERT_TRUE(web.send("GET / HTTP/1.0\r\n\r\n"));
+    EXPECT_TRUE(web.closed_by_node());
+    EXPECT_TRUE(log_has(node, "not an A-ASSOCIATE-RQ (PDU type 71)"));
+    RawClient huge(node.port());
+    ASSERT_TRUE(huge.send(associate_header(0x7FFFFFFF)));
+    EXPECT_TRUE(huge.closed_by_node());
+    EXPECT_TRUE(log_has(node, "request of 2147483653 bytes, limit 65536"));
+  }
+  {
+    std::vector<std::unique_ptr<RawClient>> silent;
+    silent.reserve(3);
+    for (int i = 0; i < 3; ++i) silent.push_back(std::make_unique<RawClient>(node.port()));
+    ASSERT_TRUE(nephra::test::wait_until(
+        [&] { return node.http_get("/metrics").find("nephra_connections_waiting 3") != std::string::npos; },
+        std::chrono::seconds(10)));
+    RawClient fourth(node.port());
+    EXPECT_TRUE(fourth.closed_by_node()) << "long before the 120 s deadline";
+    EXPECT_TRUE(log_has(node, "SCP_CONNECTION_REFUSED reason=too_many_waiting_from_address peer=127.0.0.1"));
+  }
+  EXPECT_EQ(node.echoscu("STORESCU"), 0) << "the silent callers are gone";
+  node.stop();
+}
 
 TEST(Guard, ACallerFromAnotherAddressThanItsPeerIsRefusedUnlessTheCheckIsOff) {
   TempDir tmp;

@@ -1,7 +1,7 @@
 // DICOM TLS both ways, with certificates made here by openssl: DCMTK's storescu sends over TLS, the node sends its
 // results to a TLS-only storescp, and callers without a trusted certificate are turned away.
 #include <gtest/gtest.h>
-#include <signal.h>
+#include <csignal>
 
 #include "node.h"
 #include "orthanc.h"
@@ -42,7 +42,7 @@ std::string pem(const fs::path& dir, const std::string& name, const char* ext) {
 
 // A test authority "ca" and a certificate it signs for each of `names`, in <dir>/pki.
 fs::path make_pki(const fs::path& dir, std::initializer_list<const char*> names) {
-  const fs::path pki = dir / "pki";
+  fs::path pki = dir / "pki";
   fs::create_directories(pki);
   make_certificate(pki, "ca", "");
   for (const char* name : names) make_certificate(pki, name, "ca");
@@ -157,4 +157,30 @@ TEST(Tls, OrthancRoutesAStudyOverTlsAndGetsTheResultsBackOverTls) {
   EXPECT_NE(node.log().find("SCP_ASSOC_ACCEPTED calling_ae=ORTHANC"), std::string::npos);
   node.stop();
   pacs.stop();
+}
+
+TEST(Tls, AHandshakeThatStallsIsCutAtTheSetupDeadlineAndHoldsUpNobody) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl is not installed";
+  TempDir tmp;
+  const fs::path pki = make_pki(tmp.path(), {"nephra", "archive"});
+  NodeOptions options;
+  options.node_toml = "association_setup_seconds = 3\n";
+  options.extra_toml = node_tls_toml(pki);
+  TestNode node(tmp.path(), options);
+  node.start();
+  const fs::path out = tmp.path() / "stall.txt";
+  nephra::test::Process stall({"/usr/bin/python3", (nephra::test::source_dir() / "tests/tools/raw_scu.py").string(),
+                               "127.0.0.1", std::to_string(node.port()), "STALL", "NEPHRA", "tls-stall"},
+                              out);
+  ASSERT_TRUE(nephra::test::wait_until([&] { return node.log().find("SCP_ASSOC_SETUP_TIMEOUT") != std::string::npos; },
+                                       std::chrono::seconds(20)));
+  EXPECT_NE(node.log().find("stage=tls"), std::string::npos);
+  EXPECT_EQ(stall.wait(), 0);
+  EXPECT_NE(nephra::test::read_file(out).find("closed"), std::string::npos);
+  const int echo = nephra::test::run(
+      {"echoscu", "+tls", pem(pki, "archive", ".key"), pem(pki, "archive", ".crt"), "+cf", pem(pki, "ca", ".crt"),
+       "-aet", "STORESCU", "-aec", "NEPHRA", "127.0.0.1", std::to_string(node.port())},
+      tmp.path() / "echoscu.log");
+  EXPECT_EQ(echo, 0) << nephra::test::read_file(tmp.path() / "echoscu.log");
+  node.stop();
 }

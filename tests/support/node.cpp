@@ -45,9 +45,9 @@ void TestNode::write_config(const NodeOptions& options) {
   cfg << "[node]\nae_title = \"NEPHRA\"\nbind = \"127.0.0.1\"\nport = " << port_ << "\nspool_dir = \""
       << spool_.string() << "\"\nmax_associations = " << options.max_associations
       << "\nmin_free_spool_mb = " << options.min_free_spool_mb << "\nmax_instance_mb = " << options.max_instance_mb
-      << "\ncheck_peer_address = " << (options.check_peer_address ? "true" : "false")
-      << "\n[study]\nstable_seconds = " << options.stable_seconds << "\nmax_instances = " << options.max_instances
-      << "\n[engine]\nmodel = \"" << model_manifest().string()
+      << "\ncheck_peer_address = " << (options.check_peer_address ? "true" : "false") << "\n"
+      << options.node_toml << "\n[study]\nstable_seconds = " << options.stable_seconds
+      << "\nmax_instances = " << options.max_instances << "\n[engine]\nmodel = \"" << model_manifest().string()
       << "\"\nthreads = 2\n[results]\nretry_initial_seconds = " << options.retry_initial_seconds
       << "\nretry_max_seconds = " << options.retry_max_seconds
       << "\ntimeout_seconds = " << options.results_timeout_seconds << "\n[http]\nport = " << http_port_

@@ -34,6 +34,7 @@ struct NodeOptions {
   std::map<std::string, std::string> peer_hosts;  // host per peer AE (default 127.0.0.1)
   std::vector<std::string> peer_tls;              // peers whose results go over TLS
   std::string dcmtk_level = "warn";
+  std::string node_toml;   // appended verbatim to the [node] table
   std::string extra_toml;  // appended verbatim (e.g. a [pipeline] table)
 };
 

@@ -3,6 +3,7 @@
 
 usage: raw_scu.py HOST PORT CALLING CALLED MODE [FILE]
   MODE junk-socket     connect and send non-DICOM bytes, then hang up
+  MODE tls-stall       send a real TLS ClientHello, then nothing; prints "closed" once the node hangs up
   MODE garbage         associate, send a C-STORE whose data set is random bytes
   MODE truncated FILE  associate, send FILE's data set cut in half
   MODE as-is FILE      associate, send FILE's data set (pixel data dropped); command UIDs from its meta header
@@ -10,6 +11,7 @@ Prints "status=0xNNNN", "aborted" or "rejected" and exits 0 when a verdict was r
 """
 import os
 import socket
+import ssl
 import struct
 import sys
 
@@ -90,6 +92,26 @@ def dataset_bytes(path: str) -> tuple:
     return fp.getvalue(), str(meta.MediaStorageSOPClassUID), str(meta.MediaStorageSOPInstanceUID)
 
 
+def tls_stall(sock: socket.socket) -> int:
+    """Starts a TLS handshake and never finishes it: the server's answer is read and left unanswered."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)
+    ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+    incoming, outgoing = ssl.MemoryBIO(), ssl.MemoryBIO()
+    try:
+        ctx.wrap_bio(incoming, outgoing).do_handshake()
+    except ssl.SSLWantReadError:
+        pass
+    sock.sendall(outgoing.read())
+    sock.settimeout(120)
+    try:
+        while sock.recv(4096):
+            pass
+    except (ConnectionError, socket.timeout):
+        pass
+    print("closed")
+    return 0
+
+
 def main() -> int:
     host, port, calling, called, mode = sys.argv[1:6]
     sock = socket.create_connection((host, int(port)), timeout=30)
@@ -98,6 +120,8 @@ def main() -> int:
         sock.close()
         print("sent")
         return 0
+    if mode == "tls-stall":
+        return tls_stall(sock)
     sock.sendall(associate_rq(calling, called))
     kind, _ = read_pdu(sock)
     if kind != 0x02:

@@ -29,6 +29,8 @@ struct Config {
     int max_pdu_bytes = 65536;
     int min_free_spool_mb = 512;
     double max_instance_mb = 1024.0;
+    double association_setup_seconds = 10.0;
+    int max_waiting_per_address = 8;
   } node;
   struct Study {
     double stable_seconds = 10.0;

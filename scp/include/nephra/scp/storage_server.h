@@ -1,6 +1,7 @@
 #pragma once
 // The DICOM Storage SCP: C-ECHO and C-STORE of CT images, spooled durably before the status goes out.
 #include <atomic>
+#include <chrono>
 #include <functional>
 #include <memory>
 #include <string>
@@ -41,8 +42,13 @@ struct ScpStats {
   metrics::Counter associations_rejected_limit;
   metrics::Counter associations_failed;  // broken before negotiation finished
   metrics::Counter associations_aborted_at_shutdown;
+  metrics::Counter associations_setup_timeout;    // no whole request (or TLS handshake) within the setup deadline
+  metrics::Counter associations_refused_waiting;  // too many connections waiting for their request (per address)
+  metrics::Counter connections_closed_early;      // closed by the caller before any request (port scanners)
+  metrics::Counter accept_errors;                 // accept() failed for lack of descriptors or memory
   std::atomic<long> associations_active{0};
-  metrics::Histogram store_seconds;  // receive and spool one instance
+  std::atomic<long> connections_waiting{0};  // accepted, request not yet complete
+  metrics::Histogram store_seconds;          // receive and spool one instance
 };
 
 class StorageServer {
