@@ -40,8 +40,9 @@ const std::vector<KeyInfo> kRows = {
      "answered 0xA700, until space is freed.",
      0, 1048576, kLive},
     {"node.max_instance_mb", "number", "1024",
-     "Largest data set one C-STORE may carry; a larger one is refused with 0xA700 and never reaches the spool.", 0.01,
-     65536, kLive},
+     "Largest data set one C-STORE may carry, as sent, inflated or decoded; a larger one is refused with 0xA700 and "
+     "never reaches the spool (1024 fits an Enhanced CT of about 2,000 frames of 512 x 512).",
+     0.01, 65536, kLive},
     {"study.stable_seconds", "number", "10", "Quiet period after a study's last instance before it counts as complete.",
      0.1, 86400, kLive},
     {"study.max_instances", "integer", "5000",

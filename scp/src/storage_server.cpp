@@ -118,7 +118,7 @@ struct StorageServer::Impl {
     worker.thread = std::thread([this, assoc, cfg = std::move(cfg), done = worker.finished] {
       StoreScp scp(cfg, spool, sink, stats);
       scp.setSharedConfig(DcmSharedSCPConfig(scp_config));
-      scp.run(assoc);
+      scp.serve(assoc);
       --stats.associations_active;
       done->store(true);
     });

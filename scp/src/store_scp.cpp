@@ -1,5 +1,7 @@
 #include "store_scp.h"
 
+#include "spool_stream.h"
+
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
 #include <dcmtk/dcmdata/dcuid.h>
@@ -20,6 +22,8 @@ namespace {
 constexpr Uint16 kOutOfResources = 0xA700;
 constexpr Uint16 kDataSetMismatch = 0xA900;
 constexpr Uint16 kCannotUnderstand = 0xC000;
+// Element values longer than this stay on disk while the header is read (DCMTK loads them on demand).
+constexpr Uint32 kLazyValueBytes = 4096;
 
 bool valid_uid(const std::string& uid) {
   return !uid.empty() && uid.size() <= 64 &&
@@ -48,6 +52,21 @@ std::string get_string(DcmDataset& ds, const DcmTagKey& tag) {
   OFString value;
   ds.findAndGetOFStringArray(tag, value);
   return value.c_str();
+}
+
+// What the pixel data takes once decoded, from the header: a few MB of JPEG-LS or RLE can claim gigabytes.
+double decoded_bytes(DcmDataset& ds) {
+  Uint16 rows = 0;
+  Uint16 cols = 0;
+  Uint16 bits = 16;
+  Uint16 samples = 1;
+  Sint32 frames = 1;
+  ds.findAndGetUint16(DCM_Rows, rows);
+  ds.findAndGetUint16(DCM_Columns, cols);
+  ds.findAndGetUint16(DCM_BitsAllocated, bits);
+  ds.findAndGetUint16(DCM_SamplesPerPixel, samples);
+  if (ds.findAndGetSint32(DCM_NumberOfFrames, frames).bad() || frames < 1) frames = 1;
+  return static_cast<double>(rows) * cols * std::max<Uint16>(samples, 1) * frames * std::max(bits / 8, 1);
 }
 
 std::string trim(std::string s) {
@@ -126,36 +145,78 @@ void StoreScp::notifyAbortRequest() {
   spdlog::warn("SCP_ASSOC_ABORTED calling_ae={} stored={}", getPeerAETitle().c_str(), stored_);
 }
 
+OFCondition StoreScp::serve(T_ASC_Association* assoc) {
+  assoc_ = assoc;
+  return run(assoc);
+}
+
 OFCondition StoreScp::handleIncomingCommand(T_DIMSE_Message* incomingMsg, const DcmPresentationContextInfo& presInfo) {
   if (incomingMsg->CommandField != DIMSE_C_STORE_RQ) return DcmThreadSCP::handleIncomingCommand(incomingMsg, presInfo);
+  return receive_store(incomingMsg->msg.CStoreRQ, presInfo);
+}
 
-  T_DIMSE_C_StoreRQ& req = incomingMsg->msg.CStoreRQ;
-  DcmDataset* received = nullptr;
-  const OFCondition cond = receiveSTORERequest(req, presInfo.presentationContextID, received);
-  const std::unique_ptr<DcmDataset> dataset(received);
-  if (cond.bad()) {
-    stats_.rejected_unreadable.inc();
-    spdlog::warn("CSTORE_REFUSED reason=unreadable_dataset calling_ae={} status=0x{:04X} detail=\"{}\"",
-                 getPeerAETitle().c_str(), kCannotUnderstand, cond.text());
-    // The association may still be usable (a complete but unparsable data set): answer, and let DCMTK
-    // end it if the peer has gone.
-    const OFCondition sent = sendSTOREResponse(presInfo.presentationContextID, req, kCannotUnderstand);
-    return sent.good() ? EC_Normal : sent;
+// The data set goes into a spool file as it arrives, capped at node.max_instance_mb; nothing holds it whole in
+// memory. Past the cap DCMTK drains the rest without keeping it, and the sender gets 0xA700.
+OFCondition StoreScp::receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentationContextInfo& presInfo) {
+  const std::string calling_ae = trim(getPeerAETitle().c_str());
+  OFString abstract_syntax;
+  OFString transfer_syntax;
+  findPresentationContext(presInfo.presentationContextID, abstract_syntax, transfer_syntax);
+  const auto cap = static_cast<std::uintmax_t>(cfg_->node.max_instance_mb * 1024.0 * 1024.0);
+  const std::filesystem::path tmp = spool_.new_tmp_path();
+  std::uintmax_t data_set_offset = 0;
+  OFCondition cond = EC_Normal;
+  Uint16 status = 0;
+  {
+    CappedFileStream file(tmp, cap + 4096);  // room for the meta header
+    cond = write_meta_header(file, req.AffectedSOPClassUID, req.AffectedSOPInstanceUID, transfer_syntax.c_str(),
+                             calling_ae);
+    data_set_offset = file.written();
+    T_ASC_PresentationContextID pres_id = presInfo.presentationContextID;
+    if (cond.good()) {
+      cond = DIMSE_receiveDataSetInFile(assoc_, getDIMSEBlockingMode(), static_cast<int>(getDIMSETimeout()), &pres_id,
+                                        &file, nullptr, nullptr);
+    } else {
+      cond = DIMSE_ignoreDataSet(assoc_, getDIMSEBlockingMode(), static_cast<int>(getDIMSETimeout()), nullptr, nullptr);
+    }
+    if (file.over_cap()) {
+      status = too_large(calling_ae, "size_mb", static_cast<double>(file.written()) / (1024.0 * 1024.0));
+    } else if (!file.error().empty() || (cond.good() && file.written() == 0)) {
+      stats_.rejected_spool_failure.inc();
+      spdlog::error("SPOOL_WRITE_FAILED calling_ae={} status=0x{:04X} reason=\"{}\"", calling_ae, kOutOfResources,
+                    file.error());
+      status = kOutOfResources;
+    }
   }
-  const auto started = std::chrono::steady_clock::now();
-  const Uint16 status = ingest(req, *dataset);
-  stats_.store_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  const bool drained = status != 0;  // refused while receiving: DCMTK read the rest of the data set
+  if (cond.bad() && !(drained && cond.code() == DIMSEC_OUTOFRESOURCES)) {
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+    // The data set never arrived whole: the association is broken; DCMTK ends it.
+    stats_.rejected_unreadable.inc();
+    spdlog::warn("CSTORE_FAILED reason=receive_failed calling_ae={} detail=\"{}\"", calling_ae, cond.text());
+    return cond;
+  }
+  if (status == 0) {
+    const auto started = std::chrono::steady_clock::now();
+    status = ingest(req, tmp, data_set_offset, transfer_syntax.c_str());
+    stats_.store_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
+  }
+  std::error_code ec;
+  std::filesystem::remove(tmp, ec);  // gone already when stored
   return sendSTOREResponse(presInfo.presentationContextID, req, status);
+}
+
+Uint16 StoreScp::too_large(const std::string& calling_ae, const char* what, double size_mb) {
+  stats_.rejected_too_large.inc();
+  spdlog::warn("CSTORE_REFUSED reason=instance_too_large calling_ae={} status=0x{:04X} {}={:.1f} max_mb={}", calling_ae,
+               kOutOfResources, what, size_mb, cfg_->node.max_instance_mb);
+  return kOutOfResources;
 }
 
 // The checks that come before anything is written; nullopt when the instance may be stored.
 std::optional<Uint16> StoreScp::refusal(const T_DIMSE_C_StoreRQ& req, const InstanceInfo& info, double size_mb) {
-  if (size_mb > cfg_->node.max_instance_mb) {
-    stats_.rejected_too_large.inc();
-    spdlog::warn("CSTORE_REFUSED reason=instance_too_large calling_ae={} status=0x{:04X} size_mb={:.1f} max_mb={}",
-                 info.calling_ae, kOutOfResources, size_mb, cfg_->node.max_instance_mb);
-    return kOutOfResources;
-  }
+  if (size_mb > cfg_->node.max_instance_mb) return too_large(info.calling_ae, "size_mb", size_mb);
   if (info.sop_class_uid != req.AffectedSOPClassUID || info.sop_instance_uid != req.AffectedSOPInstanceUID) {
     stats_.rejected_uid_mismatch.inc();
     spdlog::warn("CSTORE_REFUSED reason=uid_mismatch calling_ae={} status=0x{:04X}", info.calling_ae, kDataSetMismatch);
@@ -184,27 +245,47 @@ std::optional<Uint16> StoreScp::refusal(const T_DIMSE_C_StoreRQ& req, const Inst
   return std::nullopt;
 }
 
-Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, DcmDataset& dataset) {
+// Reads the spooled file's header (element values over 4 KB stay on disk) and stores it, or says why not.
+Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, const std::filesystem::path& file, std::uintmax_t data_set_offset,
+                        const std::string& transfer_syntax_uid) {
+  const std::string calling_ae = trim(getPeerAETitle().c_str());
+  const double mib = 1024.0 * 1024.0;
+  const auto cap = static_cast<std::uintmax_t>(cfg_->node.max_instance_mb * mib);
+  std::uintmax_t size = std::filesystem::file_size(file) - data_set_offset;
+  // DCMTK cannot leave the values of a deflated data set on disk: it parses only up to the pixel data, once
+  // the whole stream has been inflated (counting, into a small buffer) and found whole and within the limit.
+  const bool deflated = transfer_syntax_uid == UID_DeflatedExplicitVRLittleEndianTransferSyntax;
+  std::optional<std::uintmax_t> inflated;
+  if (deflated) {
+    inflated = inflated_size(file, data_set_offset, cap);
+    if (inflated && *inflated > cap) return too_large(calling_ae, "inflated_mb", static_cast<double>(*inflated) / mib);
+    if (inflated) size = *inflated;
+  }
+  DcmFileFormat parsed;
+  OFCondition cond = deflated && !inflated
+                         ? makeOFCondition(OFM_dcmdata, 19, OF_error, "deflate stream is damaged")
+                         : parsed.loadFileUntilTag(file.c_str(), EXS_Unknown, EGL_noChange, kLazyValueBytes,
+                                                   ERM_fileOnly, deflated ? DCM_PixelData : DCM_UndefinedTagKey);
+  if (cond.bad()) {
+    stats_.rejected_unreadable.inc();
+    spdlog::warn("CSTORE_REFUSED reason=unreadable_dataset calling_ae={} status=0x{:04X} detail=\"{}\"", calling_ae,
+                 kCannotUnderstand, cond.text());
+    return kCannotUnderstand;
+  }
+  DcmDataset& dataset = *parsed.getDataset();
   InstanceInfo info;
-  info.calling_ae = trim(getPeerAETitle().c_str());
+  info.calling_ae = calling_ae;
   info.sop_class_uid = get_string(dataset, DCM_SOPClassUID);
   info.sop_instance_uid = get_string(dataset, DCM_SOPInstanceUID);
   info.study_uid = get_string(dataset, DCM_StudyInstanceUID);
   info.series_uid = get_string(dataset, DCM_SeriesInstanceUID);
-  const E_TransferSyntax xfer = dataset.getOriginalXfer();
-  info.transfer_syntax_uid = DcmXfer(xfer).getXferID();
-  const double size_mb = static_cast<double>(dataset.getLength(xfer)) / (1024.0 * 1024.0);
-  if (const auto status = refusal(req, info, size_mb)) return *status;
-
-  const auto writer = [&](const std::filesystem::path& tmp) -> std::string {
-    DcmFileFormat file(&dataset, OFFalse);
-    file.getMetaInfo()->putAndInsertString(DCM_SourceApplicationEntityTitle, info.calling_ae.c_str());
-    const OFCondition saved = file.saveFile(tmp.c_str(), xfer);
-    file.getAndRemoveDataset();  // the dataset is owned by the caller
-    return saved.good() ? std::string() : std::string(saved.text());
-  };
+  info.transfer_syntax_uid = transfer_syntax_uid;
+  if (const auto status = refusal(req, info, static_cast<double>(size) / mib)) return *status;
+  if (const double decoded = decoded_bytes(dataset) / mib; decoded > cfg_->node.max_instance_mb) {
+    return too_large(calling_ae, "decoded_mb", decoded);
+  }
   try {
-    const StoreResult result = spool_.store(info, writer, static_cast<size_t>(cfg_->study.max_instances));
+    const StoreResult result = spool_.store_file(info, file, static_cast<size_t>(cfg_->study.max_instances));
     ++stored_;
     stats_.instances_stored.inc();
     sink_.on_stored(info, result);

@@ -2,6 +2,7 @@
 // One association's worker: a DCMTK thread SCP that hands each received instance to the spool.
 #include <dcmtk/dcmnet/scpthrd.h>
 
+#include <filesystem>
 #include <memory>
 #include <optional>
 #include <string>
@@ -15,6 +16,8 @@ class StoreScp : public DcmThreadSCP {
  public:
   // `cfg` is the configuration as it was when the association arrived; a reload applies to the next one.
   StoreScp(std::shared_ptr<const config::Config> cfg, store::RoundStore& spool, InstanceSink& sink, ScpStats& stats);
+  // Serves one association to its end (DcmThreadSCP::run), keeping it at hand for streaming receives.
+  OFCondition serve(T_ASC_Association* assoc);
 
  protected:
   OFCondition handleIncomingCommand(T_DIMSE_Message* incomingMsg, const DcmPresentationContextInfo& presInfo) override;
@@ -29,11 +32,15 @@ class StoreScp : public DcmThreadSCP {
   store::RoundStore& spool_;
   InstanceSink& sink_;
   ScpStats& stats_;
+  T_ASC_Association* assoc_ = nullptr;
   unsigned stored_ = 0;
   bool acknowledged_ = false;
 
-  Uint16 ingest(const T_DIMSE_C_StoreRQ& req, DcmDataset& dataset);
+  OFCondition receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentationContextInfo& presInfo);
+  Uint16 ingest(const T_DIMSE_C_StoreRQ& req, const std::filesystem::path& file, std::uintmax_t data_set_offset,
+                const std::string& transfer_syntax_uid);
   std::optional<Uint16> refusal(const T_DIMSE_C_StoreRQ& req, const InstanceInfo& info, double size_mb);
+  Uint16 too_large(const std::string& calling_ae, const char* what, double size_mb);
 };
 
 // Presentation contexts we accept: verification, and CT storage in the syntaxes the engine decodes.

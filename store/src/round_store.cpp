@@ -223,12 +223,22 @@ bool RoundStore::holds(const std::string& study_key, const std::string& sop_hash
 }
 
 StoreResult RoundStore::store(const InstanceInfo& info, const Writer& write, size_t max_open) {
-  StoreResult result;
-  result.study_key = study_key_of(info.calling_ae, info.study_uid);
   const fs::path tmp = new_tmp_path();
   try {
     if (const std::string err = write(tmp); !err.empty())
       throw SpoolError("write " + tmp.filename().string() + ": " + err);
+  } catch (...) {
+    std::error_code ec;
+    fs::remove(tmp, ec);
+    throw;
+  }
+  return store_file(info, tmp, max_open);
+}
+
+StoreResult RoundStore::store_file(const InstanceInfo& info, const fs::path& tmp, size_t max_open) {
+  StoreResult result;
+  result.study_key = study_key_of(info.calling_ae, info.study_uid);
+  try {
     io::fsync_path(tmp);
 
     const auto lock = lock_for(result.study_key);

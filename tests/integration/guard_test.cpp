@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <atomic>
+#include <fstream>
 #include <regex>
 #include <thread>
 
@@ -93,6 +94,26 @@ std::string associate_header(uint32_t length) {
                      static_cast<char>((length >> 16U) & 0xFFU),
                      static_cast<char>((length >> 8U) & 0xFFU),
                      static_cast<char>(length & 0xFFU)};
+}
+
+// Peak resident memory of a process since the last reset_peak_memory(), in MB (Linux's VmHWM).
+double peak_memory_mb(pid_t pid) {
+  const std::string status = nephra::test::read_file("/proc/" + std::to_string(pid) + "/status");
+  const auto at = status.find("VmHWM:");
+  return at == std::string::npos ? -1.0 : std::stod(status.substr(at + 6)) / 1024.0;
+}
+
+void reset_peak_memory(pid_t pid) { std::ofstream("/proc/" + std::to_string(pid) + "/clear_refs") << "5"; }
+
+fs::path big_ct(const fs::path& dir, const std::string& name, const std::vector<std::string>& args) {
+  const fs::path out = dir / name;
+  std::vector<std::string> argv = {"/usr/bin/python3",
+                                   (nephra::test::source_dir() / "tests/tools/make_big_ct.py").string(), out.string()};
+  argv.insert(argv.end(), args.begin(), args.end());
+  if (nephra::test::run(argv, dir / (name + ".log")) != 0) {
+    throw std::runtime_error("make_big_ct.py: " + nephra::test::read_file(dir / (name + ".log")));
+  }
+  return out;
 }
 
 }  // namespace
@@ -236,6 +257,45 @@ TEST(Guard, AnInstanceLargerThanTheLimitIsRefusedAndTheNextSmallerOneStored) {
   ASSERT_TRUE(log_has(node, "CONFIG_RELOADED"));
   EXPECT_EQ(node.storescu("STORESCU", {first_fixture_slice().string()}), 0);
   EXPECT_EQ(node.open_instances(), 1U);
+  node.stop();
+}
+
+// 64 MB of pixels plain, deflated to 64 KB and RLE-compressed to 1 MB, against an 8 MB limit: each is refused with
+// 0xA700 for its own reason, the node's memory does not grow by the data set, and the next normal slice is stored.
+TEST(Guard, OversizedDataSetsAreRefusedWithoutEverSittingInMemory) {
+  TempDir tmp;
+  NodeOptions options;
+  options.peers = {"STORESCU"};
+  options.max_instance_mb = 8;
+  TestNode node(tmp.path(), options);
+  node.start();
+  const fs::path plain = big_ct(tmp.path(), "plain.dcm", {"4096", "4096", "2"});
+  const fs::path bomb = big_ct(tmp.path(), "bomb.dcm", {"4096", "4096", "2", "deflated"});
+  const fs::path rle = tmp.path() / "rle.dcm";
+  ASSERT_EQ(nephra::test::run({"dcmcrle", plain.string(), rle.string()}, tmp.path() / "dcmcrle.log"), 0);
+  reset_peak_memory(node.pid());
+  const double before = peak_memory_mb(node.pid());
+  ASSERT_GT(before, 0.0);
+
+  node.storescu("STORESCU", {plain.string()}, "plain.log");
+  EXPECT_TRUE(log_has(node, "reason=instance_too_large calling_ae=STORESCU status=0xA700 size_mb="));
+  node.storescu("STORESCU", {bomb.string()}, "bomb.log", {"-xd"});
+  EXPECT_TRUE(log_has(node, "status=0xA700 inflated_mb="));
+  node.storescu("STORESCU", {rle.string()}, "rle.log", {"-xr"});
+  EXPECT_TRUE(log_has(node, "status=0xA700 decoded_mb=64.0"));
+  for (const char* name : {"plain.log", "bomb.log", "rle.log"}) {
+    EXPECT_EQ(count_of(nephra::test::read_file(tmp.path() / name), "Received Store Response (Success)"), 0U) << name;
+  }
+  EXPECT_LT(peak_memory_mb(node.pid()) - before, 24.0) << "a 64 MB data set was held in memory";
+  EXPECT_EQ(node.open_instances(), 0U);
+  EXPECT_EQ(node.storescu("STORESCU", {first_fixture_slice().string()}), 0);
+  const fs::path deflated = tmp.path() / "deflated.dcm";
+  ASSERT_EQ(nephra::test::run({"dcmconv", "+td", first_fixture_slice().string(), deflated.string()},
+                              tmp.path() / "dcmconv.log"),
+            0);
+  ASSERT_EQ(nephra::test::run({"dcmodify", "-nb", "-gin", deflated.string()}, tmp.path() / "dcmodify.log"), 0);
+  EXPECT_EQ(node.storescu("STORESCU", {deflated.string()}, "deflated.log", {"-xd"}), 0);
+  EXPECT_EQ(node.open_instances(), 2U) << "a normal slice, plain and deflated";
   node.stop();
 }
 

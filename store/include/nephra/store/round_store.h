@@ -140,6 +140,10 @@ class RoundStore {
   // Durable on return: data and directory entry are fsync'd. Throws SpoolError and leaves no file on failure;
   // StudyFullError when the study's open round already holds `max_open` instances (0 = no limit).
   StoreResult store(const InstanceInfo& info, const Writer& write, size_t max_open = 0);
+  // The same for bytes already written to `written` (a path from new_tmp_path()), which it takes over.
+  StoreResult store_file(const InstanceInfo& info, const std::filesystem::path& written, size_t max_open = 0);
+  // A fresh temporary path on the store's file system, for a writer that streams into it.
+  std::filesystem::path new_tmp_path();
 
   // Space available to us on the store's file system (0 when it cannot be read).
   [[nodiscard]] std::uintmax_t free_bytes() const;
@@ -201,7 +205,6 @@ class RoundStore {
   // Whether the study already received this instance (open, sealed, or listed by a round after its CT was removed).
   [[nodiscard]] bool holds(const std::string& study_key, const std::string& sop_hash) const;
   void ensure_study_dir(const InstanceInfo& info, const std::string& key);
-  std::filesystem::path new_tmp_path();
   void write_atomic(const std::filesystem::path& dest, const std::string& content);
   void write_record(const StudyRound& round, const RoundRecord& record);
   void enter(const StudyRound& round, RoundState state, const std::string& reason = "");
