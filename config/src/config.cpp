@@ -253,7 +253,8 @@ class Reader {
       for (const char* required : {"ae_title", "host", "port"}) {
         if (t.get(required) == nullptr) throw ConfigError(at.shown + required, "is required", line_of(t));
       }
-      Peer peer{string(t, at, "ae_title", ""), string(t, at, "host", ""), integer(t, at, "port", 0), tls};
+      Peer peer{string(t, at, "ae_title", ""), string(t, at, "host", ""), integer(t, at, "port", 0), tls,
+                string(t, at, "tls_name", "")};
       check_ae_title(at.shown + "ae_title", peer.ae_title, line_of(t));
       if (peer.host.empty()) throw ConfigError(at.shown + "host", "must not be empty", line_of(t));
       if (cfg.find_peer(peer.ae_title) != nullptr) {

@@ -87,7 +87,7 @@ const std::vector<KeyInfo> kRows = {
      "classify, deliver or quarantined.",
      0, 1000000, kLive},
     {"tls.enabled", "boolean", "false",
-     "The DICOM port accepts DICOM TLS (BCP 195 profile) only; plain associations fail the handshake.", 0, 0, kRestart},
+     "The DICOM port accepts DICOM TLS (BCP 195 non-downgrading profile) only; plain associations fail the handshake.", 0, 0, kRestart},
     {"tls.certificate", "string", "\"\"", "The node's certificate (PEM), for the port and for sending over TLS.", 0, 0,
      kRestart},
     {"tls.private_key", "string", "\"\"", "Its private key (PEM, unencrypted; keep it readable by the node only).", 0,
@@ -114,6 +114,9 @@ const std::vector<KeyInfo> kRows = {
     {"peers[].host", "string", "(required)", "Host where results for that archive are sent back.", 0, 0, kLive},
     {"peers[].port", "integer", "(required)", "DICOM port of that archive.", 1, 65535, kLive},
     {"peers[].tls", "boolean", "false", "Send results to that archive over DICOM TLS (needs the [tls] files).", 0, 0,
+     kLive},
+    {"peers[].tls_name", "string", "host",
+     "Name (DNS or IP address) the archive's TLS certificate must carry; results go to no other certificate.", 0, 0,
      kLive},
 };
 

@@ -8,7 +8,9 @@
 #include <condition_variable>
 #include <map>
 #include <mutex>
+#include <set>
 #include <thread>
+#include <vector>
 
 #include "nephra/scp/store_scu.h"
 
@@ -17,6 +19,9 @@ namespace fs = std::filesystem;
 using Clock = std::chrono::system_clock;
 
 namespace {
+
+// Archives served at once: one that hangs until its timeouts holds up only its own results.
+constexpr int kDeliveryThreads = 4;
 
 struct Delivery {
   store::StudyRound round;
@@ -34,9 +39,10 @@ struct Outbox::Impl {
   std::mutex mutex;
   std::condition_variable wake;
   std::map<std::string, Delivery> queue;  // by "<key>/<round>"
+  std::set<std::string> busy;             // archives (calling AE of the study) with a delivery in progress
   bool stopping = false;
   std::atomic<bool> interrupt{false};  // stopping, readable without the mutex while a send runs
-  std::thread thread;
+  std::vector<std::thread> threads;
 
   SendFiles send_files;
 
@@ -70,7 +76,8 @@ struct Outbox::Impl {
                                   peer.host,
                                   peer.port,
                                   cfg.results.timeout_seconds,
-                                  peer.tls ? &cfg.tls : nullptr};
+                                  peer.tls ? &cfg.tls : nullptr,
+                                  peer.tls_name.empty() ? peer.host : peer.tls_name};
     std::vector<fs::path> files;
     try {
       files = store.pending_results(d.round);
@@ -141,11 +148,20 @@ struct Outbox::Impl {
     return false;
   }
 
+  // The earliest delivery to an archive nobody is sending to; queue.end() when there is none.
+  std::map<std::string, Delivery>::iterator next_free() {
+    auto due = queue.end();
+    for (auto it = queue.begin(); it != queue.end(); ++it) {
+      if (busy.count(it->second.round.calling_ae) != 0) continue;
+      if (due == queue.end() || it->second.next < due->second.next) due = it;
+    }
+    return due;
+  }
+
   void run() {
     std::unique_lock lock(mutex);
     while (!stopping) {
-      auto due = std::min_element(queue.begin(), queue.end(),
-                                  [](const auto& a, const auto& b) { return a.second.next < b.second.next; });
+      const auto due = next_free();
       if (due == queue.end()) {
         wake.wait(lock);
         continue;
@@ -155,6 +171,7 @@ struct Outbox::Impl {
         continue;
       }
       Delivery d = due->second;
+      busy.insert(d.round.calling_ae);
       lock.unlock();
       bool finished = true;
       try {
@@ -166,6 +183,8 @@ struct Outbox::Impl {
         finished = false;
       }
       lock.lock();
+      busy.erase(d.round.calling_ae);
+      wake.notify_all();  // another thread may have skipped this archive's next round
       const std::string id = d.round.study_key + "/" + std::to_string(d.round.round);
       const bool was_retrying = queue.count(id) != 0 && queue[id].attempts > 0;
       if (finished) {
@@ -184,7 +203,7 @@ Outbox::Outbox(const config::Shared& cfg, store::RoundStore& store, SendFiles se
 Outbox::~Outbox() { stop(); }
 
 void Outbox::start() {
-  impl_->thread = std::thread([this] { impl_->run(); });
+  for (int i = 0; i < kDeliveryThreads; ++i) impl_->threads.emplace_back([this] { impl_->run(); });
 }
 
 void Outbox::stop() {
@@ -194,7 +213,8 @@ void Outbox::stop() {
     impl_->interrupt = true;
   }
   impl_->wake.notify_all();
-  if (impl_->thread.joinable()) impl_->thread.join();
+  for (auto& thread : impl_->threads) thread.join();
+  impl_->threads.clear();
 }
 
 void Outbox::submit(const store::StudyRound& round) {

@@ -6,8 +6,14 @@
 #include <dcmtk/dcmnet/dimse.h>
 #include <dcmtk/dcmnet/diutil.h>
 
+#include <arpa/inet.h>
+#include <dcmtk/dcmnet/dcmtrans.h>
+#include <dcmtk/dcmnet/dul.h>
+#include <openssl/x509v3.h>
+
 #include <memory>
 #include <set>
+#include <vector>
 
 #include "tls.h"
 
@@ -59,7 +65,24 @@ bool load(Instance& inst) {
   return !inst.sop_class.empty() && !inst.sop_instance.empty();
 }
 
+// Whether the peer's certificate carries `name` (a DNS name, or an IP address) as checked by OpenSSL.
+bool certificate_names(T_ASC_Association* assoc, const std::string& name) {
+  DcmTransportConnection* conn = DUL_getTransportConnection(assoc->DULassociation);
+  const unsigned long len = conn == nullptr ? 0 : conn->getPeerCertificateLength();
+  if (len == 0) return false;
+  std::vector<unsigned char> der(len);
+  if (conn->getPeerCertificate(der.data(), len) != len) return false;
+  const unsigned char* p = der.data();
+  const std::unique_ptr<X509, decltype(&X509_free)> cert(d2i_X509(nullptr, &p, static_cast<long>(len)), X509_free);
+  if (!cert) return false;
+  in_addr ip{};
+  if (::inet_pton(AF_INET, name.c_str(), &ip) == 1) return X509_check_ip_asc(cert.get(), name.c_str(), 0) == 1;
+  return X509_check_host(cert.get(), name.c_str(), name.size(), 0, nullptr) == 1;
+}
+
 SendResult associate(const StoreTarget& t, const std::set<std::string>& sop_classes, Network& n) {
+  // TCP connect waits this long, not the kernel's two minutes (process-wide; every delivery sets the same value).
+  dcmConnectionTimeout.set(t.timeout_seconds);
   if (OFCondition c = ASC_initializeNetwork(NET_REQUESTOR, 0, t.timeout_seconds, &n.net); c.bad()) {
     return transient(std::string("network init: ") + c.text());
   }
@@ -94,10 +117,15 @@ SendResult associate(const StoreTarget& t, const std::set<std::string>& sop_clas
     return rej.result == ASC_RESULT_REJECTEDPERMANENT ? permanent(why) : transient(why);
   }
   if (c.bad()) return transient("cannot associate with " + t.called_ae + "@" + peer + ": " + c.text());
+  if (t.tls != nullptr && !certificate_names(n.assoc, t.tls_name)) {
+    // A certificate from a trusted authority, but not the archive's (another node's, or our own): send nothing.
+    ASC_abortAssociation(n.assoc);
+    return transient("the TLS certificate at " + peer + " does not name " + t.tls_name + " (peers[].tls_name)");
+  }
   return {};
 }
 
-SendResult store_one(T_ASC_Association* assoc, Instance& inst, Uint16 message_id) {
+SendResult store_one(T_ASC_Association* assoc, Instance& inst, Uint16 message_id, int timeout_seconds) {
   const T_ASC_PresentationContextID pc = ASC_findAcceptedPresentationContextID(assoc, inst.sop_class.c_str());
   if (pc == 0) return permanent("SOP class " + inst.sop_class + " not supported by the archive");
   T_DIMSE_C_StoreRQ req{};
@@ -109,13 +137,15 @@ SendResult store_one(T_ASC_Association* assoc, Instance& inst, Uint16 message_id
   T_DIMSE_C_StoreRSP rsp{};
   DcmDataset* detail = nullptr;
   const OFCondition c = DIMSE_storeUser(assoc, pc, &req, nullptr, inst.file->getDataset(), nullptr, nullptr,
-                                        DIMSE_BLOCKING, 0, &rsp, &detail, nullptr, 0);
+                                        DIMSE_NONBLOCKING, timeout_seconds, &rsp, &detail, nullptr, 0);
   delete detail;
   if (c.bad()) return transient(std::string("C-STORE failed: ") + c.text());
   const Uint16 s = rsp.DimseStatus;
   if (s == STATUS_Success || (s & 0xF000U) == 0xB000U) return {};
   const std::string why = "C-STORE status " + status_hex(s);
   if ((s & 0xFF00U) == 0xA700U) return transient(why + " (out of resources)");
+  // Part 7 C.4: processing failure and resource limitation say "not now", cancel says "not this time".
+  if (s == 0x0110U || s == 0x0213U || s == 0xFE00U) return transient(why + " (try again)");
   return permanent(why + " (refused)");
 }
 
@@ -141,7 +171,7 @@ SendResult send_files(const StoreTarget& target, const std::vector<std::filesyst
       ASC_releaseAssociation(n.assoc);
       return transient("interrupted: the node is stopping");
     }
-    SendResult r = store_one(n.assoc, inst, message_id++);
+    SendResult r = store_one(n.assoc, inst, message_id++, target.timeout_seconds);
     if (r.outcome != SendOutcome::kDelivered) {
       ASC_abortAssociation(n.assoc);
       return r;

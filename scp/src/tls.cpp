@@ -15,7 +15,9 @@ void check(const OFCondition& cond, const std::string& what) {
 std::unique_ptr<DcmTLSTransportLayer> make_tls_layer(T_ASC_NetworkRole role, const config::Config::Tls& tls) {
   // OpenSSL seeds itself from the operating system; DCMTK's random-seed file is not needed.
   auto layer = std::make_unique<DcmTLSTransportLayer>(role, nullptr, OFTrue);
-  check(layer->setTLSProfile(TSP_Profile_BCP195), "BCP 195 profile");
+  // BCP 195 "non-downgrading": TLS 1.2 or later with forward-secret AEAD suites only (plain BCP 195 still allows
+  // TLS 1.0/1.1 and CBC suites for old peers).
+  check(layer->setTLSProfile(TSP_Profile_BCP195_ND), "BCP 195 ND profile");
   check(layer->activateCipherSuites(), "cipher suites");
   check(layer->setPrivateKeyFile(tls.private_key.c_str(), DCF_Filetype_PEM),
         "cannot load tls.private_key " + tls.private_key.string());

@@ -84,6 +84,7 @@ TEST(Tls, StudiesArriveAndResultsLeaveOverTlsAndUntrustedCallersAreRefused) {
   options.peer_ports = {{"STORESCU", archive_port}};
   options.extra_toml = node_tls_toml(pki);
   options.peer_tls = {"STORESCU"};
+  options.peer_tls_names = {{"STORESCU", "archive"}};
   TestNode node(tmp.path(), options);
   node.start();
   EXPECT_NE(node.log().find("tls=true"), std::string::npos);
@@ -124,6 +125,7 @@ TEST(Tls, OrthancRoutesAStudyOverTlsAndGetsTheResultsBackOverTls) {
   options.peers = {"ORTHANC"};
   options.peer_ports = {{"ORTHANC", pacs_port}};
   options.peer_tls = {"ORTHANC"};
+  options.peer_tls_names = {{"ORTHANC", "orthanc"}};
   options.extra_toml = node_tls_toml(pki);
   TestNode node(tmp.path(), options);
   const nlohmann::json tls = {
@@ -183,4 +185,41 @@ TEST(Tls, AHandshakeThatStallsIsCutAtTheSetupDeadlineAndHoldsUpNobody) {
       tmp.path() / "echoscu.log");
   EXPECT_EQ(echo, 0) << nephra::test::read_file(tmp.path() / "echoscu.log");
   node.stop();
+}
+
+// An archive whose certificate comes from the trusted authority but names somebody else (here the node's own) gets
+// no results: the delivery waits, saying why, and nothing reaches it.
+TEST(Tls, ResultsGoOnlyToACertificateThatNamesTheArchive) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl is not installed";
+  TempDir tmp;
+  const fs::path pki = make_pki(tmp.path(), {"nephra", "archive"});
+  const fs::path received = tmp.path() / "received";
+  fs::create_directories(received);
+  const int archive_port = nephra::test::free_port();
+  nephra::test::Process impostor(
+      {"storescp", "+tls", pem(pki, "nephra", ".key"), pem(pki, "nephra", ".crt"), "+cf", pem(pki, "ca", ".crt"), "-od",
+       received.string(), "-aet", "STORESCU", std::to_string(archive_port)},
+      tmp.path() / "storescp.log");
+  NodeOptions options;
+  options.stable_seconds = 0.5;
+  options.peers = {"STORESCU"};
+  options.peer_ports = {{"STORESCU", archive_port}};
+  options.extra_toml = node_tls_toml(pki);
+  options.peer_tls = {"STORESCU"};
+  options.peer_tls_names = {{"STORESCU", "archive"}};
+  TestNode node(tmp.path(), options);
+  node.start();
+  const std::string fixture = (nephra::test::source_dir() / "tests" / "data" / "tcia-kidney-slices").string();
+  ASSERT_EQ(
+      node.storescu("STORESCU", {fixture}, "tls.log",
+                    {"+tls", pem(pki, "archive", ".key"), pem(pki, "archive", ".crt"), "+cf", pem(pki, "ca", ".crt")}),
+      0);
+  EXPECT_TRUE(nephra::test::wait_until(
+      [&] { return node.log().find("does not name archive (peers[].tls_name)") != std::string::npos; },
+      std::chrono::seconds(60)))
+      << node.log();
+  EXPECT_EQ(files_in(received), 0U);
+  node.stop();
+  impostor.signal(SIGTERM);
+  impostor.wait();
 }

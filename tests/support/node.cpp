@@ -60,6 +60,8 @@ void TestNode::write_config(const NodeOptions& options) {
         << "\"\nport = " << (port == options.peer_ports.end() ? 1 : port->second) << "\n";
     if (std::find(options.peer_tls.begin(), options.peer_tls.end(), ae) != options.peer_tls.end())
       cfg << "tls = true\n";
+    if (const auto name = options.peer_tls_names.find(ae); name != options.peer_tls_names.end())
+      cfg << "tls_name = \"" << name->second << "\"\n";
   }
   cfg << options.extra_toml;
   write_config_text(cfg.str());

@@ -31,8 +31,9 @@ struct NodeOptions {
   int max_instances = 5000;
   double max_instance_mb = 1024;
   bool check_peer_address = true;
-  std::map<std::string, std::string> peer_hosts;  // host per peer AE (default 127.0.0.1)
-  std::vector<std::string> peer_tls;              // peers whose results go over TLS
+  std::map<std::string, std::string> peer_hosts;      // host per peer AE (default 127.0.0.1)
+  std::vector<std::string> peer_tls;                  // peers whose results go over TLS
+  std::map<std::string, std::string> peer_tls_names;  // the name each one's certificate carries (default: host)
   std::string dcmtk_level = "warn";
   std::string node_toml;   // appended verbatim to the [node] table
   std::string extra_toml;  // appended verbatim (e.g. a [pipeline] table)

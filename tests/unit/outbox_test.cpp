@@ -4,6 +4,7 @@
 
 #include <gtest/gtest.h>
 
+#include <atomic>
 #include <fstream>
 #include <mutex>
 
@@ -75,18 +76,18 @@ struct Fixture {
     nephra::config::Config c;
     c.results.retry_initial_seconds = 0.1;
     c.results.retry_max_seconds = 0.2;
-    c.peers = {{"SENDER", "127.0.0.1", 104, false}};
+    c.peers = {{"SENDER", "127.0.0.1", 104, false, ""}, {"OTHER", "127.0.0.2", 104, false, ""}};
     return c;
   }()};
 
   // A classified round of the study with an SR and `heatmaps` SC files to send.
-  StudyRound classified(const std::string& sop, int heatmaps = 2) {
-    store.store({"SENDER", "1.2.3", "1.2.3.1", "1.2.840.10008.5.1.4.1.1.2", sop, "1.2.840.10008.1.2"},
+  StudyRound classified(const std::string& sop, int heatmaps = 2, const std::string& sender = "SENDER") {
+    store.store({sender, "1.2.3", "1.2.3.1", "1.2.840.10008.5.1.4.1.1.2", sop, "1.2.840.10008.1.2"},
                 [](const fs::path& tmp) {
                   std::ofstream(tmp) << "ct";
                   return std::string();
                 });
-    const auto round = store.seal(nephra::store::study_key_of("SENDER", "1.2.3"));
+    const auto round = store.seal(nephra::store::study_key_of(sender, "1.2.3"));
     const fs::path staging = store.begin_results(*round);
     std::ofstream(staging / "sr.dcm") << "sr";
     for (int i = 0; i < heatmaps; ++i) std::ofstream(staging / ("sc-" + std::to_string(1001 + i) + ".dcm")) << "sc";
@@ -182,5 +183,33 @@ TEST(Outbox, AttemptsCarryOverARestart) {
   outbox.start();
   ASSERT_TRUE(f.reaches(round, RoundState::kDone));
   EXPECT_GE(before, 2);
+  outbox.stop();
+}
+
+TEST(Outbox, AnArchiveThatHangsDelaysOnlyItsOwnResults) {
+  Fixture f;
+  std::atomic<bool> release{false};
+  std::atomic<int> delivered_to_other{0};
+  nephra::pipeline::Outbox outbox(
+      f.cfg, f.store,
+      [&](const nephra::scp::StoreTarget& target, const std::vector<fs::path>& files,
+          const std::function<void(const fs::path&)>& on_ack, const std::function<bool()>& keep_going) {
+        if (target.called_ae == "SENDER") {  // firewalled: nothing comes back until its timeout
+          nephra::test::wait_until([&] { return release.load() || !keep_going(); }, std::chrono::seconds(30));
+          return SendResult{SendOutcome::kTransient, "timed out"};
+        }
+        for (const auto& file : files) on_ack(file);
+        ++delivered_to_other;
+        return SendResult{};
+      });
+  outbox.start();
+  const auto stuck = f.classified("1.1", 1, "SENDER");
+  outbox.submit(stuck);
+  const auto other = f.classified("2.1", 1, "OTHER");
+  outbox.submit(other);
+  EXPECT_TRUE(f.reaches(other, RoundState::kDone)) << "while SENDER's archive still hangs";
+  EXPECT_EQ(delivered_to_other.load(), 1);
+  EXPECT_EQ(f.store.record(stuck).state, RoundState::kClassified);
+  release = true;
   outbox.stop();
 }

@@ -14,7 +14,8 @@ struct Peer {
   std::string ae_title;
   std::string host;
   int port = 0;
-  bool tls = false;  // results go to this archive over DICOM TLS
+  bool tls = false;      // results go to this archive over DICOM TLS
+  std::string tls_name;  // what its certificate must name (DNS name or IP address); empty = host
 };
 
 struct Config {

@@ -4,7 +4,8 @@
 // Each file the archive acknowledges is marked sent in the round store; the round is done when none is left.
 // Transient failures retry with exponential backoff (the attempt count is in the round's record, so it survives
 // restarts); permanent refusals and give-up dead-letter the round. A round overtaken by a later round of the same
-// study is superseded instead of sent, so the archive only receives the latest SR.
+// study is superseded instead of sent, so the archive only receives the latest SR. Several archives are served at
+// once, each by one association at a time, so an unreachable or hanging one delays only its own results.
 #include <atomic>
 #include <functional>
 #include <memory>

@@ -16,6 +16,7 @@ struct StoreTarget {
   int port = 0;
   int timeout_seconds = 30;
   const config::Config::Tls* tls = nullptr;  // DICOM TLS with these files; plain TCP when null
+  std::string tls_name;                      // the archive's certificate must name this (DNS or IP); "" = host
 };
 
 enum class SendOutcome {
