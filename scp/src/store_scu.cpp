@@ -141,15 +141,26 @@ SendResult store_one(T_ASC_Association* assoc, Instance& inst, Uint16 message_id
   delete detail;
   if (c.bad()) return transient(std::string("C-STORE failed: ") + c.text());
   const Uint16 s = rsp.DimseStatus;
-  if (s == STATUS_Success || (s & 0xF000U) == 0xB000U) return {};
-  const std::string why = "C-STORE status " + status_hex(s);
-  if ((s & 0xFF00U) == 0xA700U) return transient(why + " (out of resources)");
-  // Part 7 C.4: processing failure and resource limitation say "not now", cancel says "not this time".
-  if (s == 0x0110U || s == 0x0213U || s == 0xFE00U) return transient(why + " (try again)");
-  return permanent(why + " (refused)");
+  switch (outcome_of_status(s)) {
+    case SendOutcome::kDelivered:
+      return {};
+    case SendOutcome::kTransient:
+      return transient("C-STORE status " + status_hex(s) + " (try again)");
+    case SendOutcome::kPermanent:
+      break;
+  }
+  return permanent("C-STORE status " + status_hex(s) + " (refused)");
 }
 
 }  // namespace
+
+SendOutcome outcome_of_status(unsigned status) {
+  if (status == STATUS_Success || (status & 0xF000U) == 0xB000U) return SendOutcome::kDelivered;
+  if ((status & 0xFF00U) == 0xA700U || status == 0x0110U || status == 0x0213U || status == 0xFE00U) {
+    return SendOutcome::kTransient;
+  }
+  return SendOutcome::kPermanent;
+}
 
 SendResult send_files(const StoreTarget& target, const std::vector<std::filesystem::path>& files,
                       const std::function<void(const std::filesystem::path&)>& on_ack,

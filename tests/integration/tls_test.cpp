@@ -223,3 +223,30 @@ TEST(Tls, ResultsGoOnlyToACertificateThatNamesTheArchive) {
   impostor.signal(SIGTERM);
   impostor.wait();
 }
+
+// The non-downgrading profile, seen from outside: TLS 1.1 and CBC suites fail the handshake, TLS 1.2 with an
+// ECDHE AEAD suite succeeds.
+TEST(Tls, OnlyTls12OrLaterWithForwardSecretAeadSuitesIsNegotiated) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl is not installed";
+  TempDir tmp;
+  const fs::path pki = make_pki(tmp.path(), {"nephra", "archive"});
+  NodeOptions options;
+  options.extra_toml = node_tls_toml(pki);
+  TestNode node(tmp.path(), options);
+  node.start();
+  const auto handshake = [&](const std::vector<std::string>& extra) {
+    std::vector<std::string> argv = {"openssl",  "s_client",
+                                     "-connect", "127.0.0.1:" + std::to_string(node.port()),
+                                     "-cert",    pem(pki, "archive", ".crt"),
+                                     "-key",     pem(pki, "archive", ".key"),
+                                     "-CAfile",  pem(pki, "ca", ".crt")};
+    argv.insert(argv.end(), extra.begin(), extra.end());
+    return nephra::test::run(argv, tmp.path() / "s_client.log");
+  };
+  EXPECT_NE(handshake({"-tls1_1", "-cipher", "DEFAULT:@SECLEVEL=0"}), 0) << "TLS 1.1";
+  EXPECT_NE(handshake({"-tls1_2", "-cipher", "AES256-SHA:@SECLEVEL=0"}), 0) << "a CBC suite without forward secrecy";
+  EXPECT_NE(handshake({"-tls1_2", "-cipher", "ECDHE-RSA-AES256-SHA384"}), 0) << "a CBC suite";
+  EXPECT_EQ(handshake({"-tls1_2", "-cipher", "ECDHE-RSA-AES256-GCM-SHA384"}), 0)
+      << nephra::test::read_file(tmp.path() / "s_client.log");
+  node.stop();
+}

@@ -213,3 +213,15 @@ TEST(Outbox, AnArchiveThatHangsDelaysOnlyItsOwnResults) {
   release = true;
   outbox.stop();
 }
+
+TEST(StoreStatus, EachClassOfPs37StatusHasItsOutcome) {
+  using nephra::scp::outcome_of_status;
+  EXPECT_EQ(outcome_of_status(0x0000), SendOutcome::kDelivered);
+  for (unsigned warning : {0xB000U, 0xB007U, 0xB006U}) EXPECT_EQ(outcome_of_status(warning), SendOutcome::kDelivered);
+  for (unsigned again : {0xA700U, 0xA7FFU, 0x0110U, 0x0213U, 0xFE00U}) {
+    EXPECT_EQ(outcome_of_status(again), SendOutcome::kTransient) << std::hex << again;
+  }
+  for (unsigned refused : {0xA900U, 0xC000U, 0xCFFFU, 0x0122U, 0x0124U, 0x0211U, 0x0212U, 0x0117U}) {
+    EXPECT_EQ(outcome_of_status(refused), SendOutcome::kPermanent) << std::hex << refused;
+  }
+}

@@ -30,6 +30,11 @@ struct SendResult {
   std::string reason;  // empty when delivered
 };
 
+// What a C-STORE response status means for the delivery (PS3.7 C.4.2 and Annex C): success and warnings deliver;
+// out of resources (0xA7xx), processing failure (0x0110), resource limitation (0x0213) and cancel (0xFE00) are
+// worth retrying; every other failure is a refusal.
+SendOutcome outcome_of_status(unsigned status);
+
 // One association for all files; `on_ack` runs after each acknowledged file, before the next one is sent.
 // When `keep_going` returns false before a file, the association is released and the result is transient.
 SendResult send_files(const StoreTarget& target, const std::vector<std::filesystem::path>& files,
