@@ -2,7 +2,9 @@
 
 #include <spdlog/spdlog.h>
 
+#include <atomic>
 #include <boost/asio/ip/tcp.hpp>
+#include <boost/asio/steady_timer.hpp>
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
@@ -18,11 +20,20 @@ using tcp = asio::ip::tcp;
 namespace {
 
 constexpr auto kRequestTimeout = std::chrono::seconds(10);
+// Monitoring needs a handful of connections; a scanner or a stuck client must not take the node's descriptors.
+constexpr long kMaxSessions = 64;
+constexpr auto kAcceptBackoff = std::chrono::milliseconds(100);
 
 // One connection: read a request, answer, repeat while the client keeps it alive.
 class Session : public std::enable_shared_from_this<Session> {
  public:
-  Session(tcp::socket socket, const HttpHandler& handler) : stream_(std::move(socket)), handler_(handler) {}
+  Session(tcp::socket socket, const HttpHandler& handler, std::atomic<long>& live)
+      : stream_(std::move(socket)), handler_(handler), live_(live) {
+    ++live_;
+  }
+  Session(const Session&) = delete;
+  Session& operator=(const Session&) = delete;
+  ~Session() { --live_; }
 
   void read() {
     request_ = {};
@@ -37,6 +48,7 @@ class Session : public std::enable_shared_from_this<Session> {
   http::request<http::string_body> request_;
   http::response<http::string_body> response_;
   const HttpHandler& handler_;
+  std::atomic<long>& live_;
 
   void on_read(beast::error_code ec) {
     if (ec) {
@@ -60,6 +72,7 @@ class Session : public std::enable_shared_from_this<Session> {
     }
     response_.prepare_payload();
     if (request_.method() == http::verb::head) response_.body().clear();
+    stream_.expires_after(kRequestTimeout);  // a client that stops reading is cut too
     http::async_write(stream_, response_, [self = shared_from_this()](beast::error_code wec, size_t) {
       if (wec || !self->response_.keep_alive()) {
         self->stream_.socket().shutdown(tcp::socket::shutdown_both, wec);
@@ -74,14 +87,29 @@ class Session : public std::enable_shared_from_this<Session> {
 
 struct HttpEndpoint::Impl {
   HttpHandler handler;
+  std::atomic<long> sessions{0};  // before io: sessions still queued in io end after it is destroyed
   asio::io_context io;
   tcp::acceptor acceptor{io};
+  asio::steady_timer backoff{io};
   std::thread thread;
 
   void accept() {
     acceptor.async_accept([this](beast::error_code ec, tcp::socket socket) {
       if (ec == asio::error::operation_aborted) return;
-      if (!ec) std::make_shared<Session>(std::move(socket), handler)->read();
+      if (ec) {  // out of descriptors: wait instead of spinning on the same error
+        spdlog::warn("HTTP_ACCEPT_FAILED reason=\"{}\"", ec.message());
+        backoff.expires_after(kAcceptBackoff);
+        backoff.async_wait([this](beast::error_code wec) {
+          if (!wec) accept();
+        });
+        return;
+      }
+      if (sessions.load() >= kMaxSessions) {
+        beast::error_code ignored;
+        socket.close(ignored);  // over the cap: closed at once
+      } else {
+        std::make_shared<Session>(std::move(socket), handler, sessions)->read();
+      }
       accept();
     });
   }

@@ -81,6 +81,12 @@ class RawClient {
     const ssize_t n = ::recv(fd_, &byte, 1, 0);
     return n == 0 || (n < 0 && errno == ECONNRESET);
   }
+  // The same, without waiting: true only when the close has already arrived.
+  [[nodiscard]] bool already_closed() const {
+    char byte = 0;
+    const ssize_t n = ::recv(fd_, &byte, 1, MSG_DONTWAIT);
+    return n == 0 || (n < 0 && errno == ECONNRESET);
+  }
 
  private:
   int fd_;
@@ -313,5 +319,26 @@ TEST(Guard, HostileUidsAreRefusedAndNothingLandsOutsideTheSpool) {
   EXPECT_EQ(node.open_instances(), 0U);
   EXPECT_FALSE(fs::exists("/tmp/nephra"));
   EXPECT_EQ(node.echoscu("STORESCU"), 0) << "the node goes on";
+  node.stop();
+}
+
+TEST(Guard, IdleHttpConnectionsBeyondTheCapAreClosedAndHealthComesBack) {
+  TempDir tmp;
+  TestNode node(tmp.path());
+  node.start();
+  std::vector<std::unique_ptr<RawClient>> idle;
+  idle.reserve(70);
+  for (int i = 0; i < 70; ++i) idle.push_back(std::make_unique<RawClient>(node.http_port()));
+  std::this_thread::sleep_for(std::chrono::milliseconds(500));
+  const auto closed = std::count_if(idle.begin(), idle.end(), [](const auto& c) { return c->already_closed(); });
+  EXPECT_EQ(closed, 6) << "64 sessions at most; the rest closed at once";
+  int status = 0;
+  EXPECT_TRUE(nephra::test::wait_until(
+      [&] {
+        (void)node.http_get("/healthz", &status);
+        return status == 200;
+      },
+      std::chrono::seconds(20)))
+      << "idle sessions time out and monitoring gets through again";
   node.stop();
 }
