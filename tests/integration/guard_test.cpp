@@ -292,7 +292,9 @@ TEST(Guard, OversizedDataSetsAreRefusedWithoutEverSittingInMemory) {
   for (const char* name : {"plain.log", "bomb.log", "rle.log"}) {
     EXPECT_EQ(count_of(nephra::test::read_file(tmp.path() / name), "Received Store Response (Success)"), 0U) << name;
   }
+#ifndef __SANITIZE_ADDRESS__  // ASan keeps freed memory in quarantine: resident size says nothing there
   EXPECT_LT(peak_memory_mb(node.pid()) - before, 24.0) << "a 64 MB data set was held in memory";
+#endif
   EXPECT_EQ(node.open_instances(), 0U);
   EXPECT_EQ(node.storescu("STORESCU", {first_fixture_slice().string()}), 0);
   const fs::path deflated = tmp.path() / "deflated.dcm";
