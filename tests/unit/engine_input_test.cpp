@@ -76,7 +76,10 @@ fs::path write_ct(const fs::path& path, const CtSpec& s) {
         for (int c = 0; c < s.cols; ++c) {
           const double d = std::hypot(r - s.rows / 2.0, c - s.cols / 2.0);
           const double hu = d < s.rows / 3.0 && !in_lung(s, r, c) ? 40.0 + 10 * f : -1000.0;
-          px[static_cast<size_t>((f * s.rows + r) * s.cols + c)] = static_cast<Uint16>(hu - s.intercept);
+          const auto at = (static_cast<size_t>(f) * static_cast<size_t>(s.rows) + static_cast<size_t>(r)) *
+                              static_cast<size_t>(s.cols) +
+                          static_cast<size_t>(c);
+          px[at] = static_cast<Uint16>(hu - s.intercept);
         }
       }
     }
