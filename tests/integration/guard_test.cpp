@@ -9,6 +9,7 @@
 #include <atomic>
 #include <fstream>
 #include <regex>
+#include <sstream>
 #include <thread>
 
 #include "node.h"
@@ -321,6 +322,43 @@ TEST(Guard, HostileUidsAreRefusedAndNothingLandsOutsideTheSpool) {
   EXPECT_EQ(node.open_instances(), 0U);
   EXPECT_FALSE(fs::exists("/tmp/nephra"));
   EXPECT_EQ(node.echoscu("STORESCU"), 0) << "the node goes on";
+  node.stop();
+}
+
+// CPU seconds (user + system) a process has used so far.
+double cpu_seconds(pid_t pid) {
+  std::istringstream stat(nephra::test::read_file("/proc/" + std::to_string(pid) + "/stat"));
+  std::string field;
+  double ticks = 0;
+  for (int i = 1; i <= 15 && stat >> field; ++i) {
+    if (i == 14 || i == 15) ticks += std::stod(field);  // utime, stime (the name has no spaces here)
+  }
+  return ticks / static_cast<double>(::sysconf(_SC_CLK_TCK));
+}
+
+TEST(Guard, OutOfDescriptorsTheNodeLogsAndWaitsInsteadOfSpinningAndRecovers) {
+  if (std::system("command -v prlimit >/dev/null 2>&1") != 0) GTEST_SKIP() << "prlimit (util-linux) is not installed";
+  TempDir tmp;
+  NodeOptions options;
+  options.node_toml = "max_waiting_per_address = 1000\nassociation_setup_seconds = 600\n";
+  options.launcher = {"prlimit", "--nofile=96", "--"};
+  TestNode node(tmp.path(), options);
+  node.start();
+  // As many connections as the node has descriptors left, and 16 more (they wait in the listen backlog).
+  const auto open_fds =
+      std::distance(fs::directory_iterator("/proc/" + std::to_string(node.pid()) + "/fd"), fs::directory_iterator());
+  const auto clients = static_cast<size_t>(96 - open_fds + 16);
+  std::vector<std::unique_ptr<RawClient>> storm;
+  storm.reserve(clients);
+  for (size_t i = 0; i < clients; ++i) storm.push_back(std::make_unique<RawClient>(node.port()));
+  ASSERT_TRUE(log_has(node, "SCP_ACCEPT_FAILED reason=\"Too many open files\""));
+  const double before = cpu_seconds(node.pid());
+  std::this_thread::sleep_for(std::chrono::seconds(2));
+  EXPECT_LT(cpu_seconds(node.pid()) - before, 0.5) << "the accept loop spins";
+  storm.clear();
+  EXPECT_TRUE(nephra::test::wait_until([&] { return node.echoscu("STORESCU") == 0; }, std::chrono::seconds(20)));
+  const std::string metrics = node.http_get("/metrics");  // no descriptor was left for it during the storm
+  EXPECT_TRUE(std::regex_search(metrics, std::regex("\nnephra_accept_errors_total [1-9]"))) << metrics;
   node.stop();
 }
 

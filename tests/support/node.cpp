@@ -36,7 +36,8 @@ TestNode::TestNode(const fs::path& work_dir, NodeOptions options)
       spool_(options.spool_dir.empty() ? work_dir / "spool" : options.spool_dir),
       config_(work_dir / "nephra.toml"),
       port_(free_port()),
-      http_port_(free_port()) {
+      http_port_(free_port()),
+      launcher_(options.launcher) {
   write_config(options);
 }
 
@@ -87,7 +88,9 @@ std::string TestNode::http_get(const std::string& path, int* status) const {
 
 void TestNode::start() {
   const size_t offset = log().size();  // the log is appended across restarts: only this run's lines count
-  process_ = Process({NEPHRAD_PATH, "--config", config_.string()}, work_ / "nephrad.log");
+  std::vector<std::string> argv = launcher_;
+  argv.insert(argv.end(), {NEPHRAD_PATH, "--config", config_.string()});
+  process_ = Process(argv, work_ / "nephrad.log");
   const auto ready = [&] { return log().find("NODE_READY", offset) != std::string::npos; };
   const bool up = wait_until([&] { return ready() || !process_.running(); }, std::chrono::seconds(20));
   if (!up || !ready() || !process_.running()) throw std::runtime_error("nephrad did not start:\n" + log());

@@ -35,8 +35,9 @@ struct NodeOptions {
   std::vector<std::string> peer_tls;                  // peers whose results go over TLS
   std::map<std::string, std::string> peer_tls_names;  // the name each one's certificate carries (default: host)
   std::string dcmtk_level = "warn";
-  std::string node_toml;   // appended verbatim to the [node] table
-  std::string extra_toml;  // appended verbatim (e.g. a [pipeline] table)
+  std::string node_toml;              // appended verbatim to the [node] table
+  std::string extra_toml;             // appended verbatim (e.g. a [pipeline] table)
+  std::vector<std::string> launcher;  // runs nephrad through this (e.g. prlimit), which must exec it in place
 };
 
 class TestNode {
@@ -77,6 +78,7 @@ class TestNode {
   std::filesystem::path config_;
   int port_;
   int http_port_;
+  std::vector<std::string> launcher_;
   Process process_;
 };
 
