@@ -2,6 +2,7 @@
 """Print the model card's measured tables (markdown) from a run's results.json, history.json and results/cv.json,
 so that every figure in models/MODEL_CARD.md is copied from a file a run wrote.
     /usr/bin/python3 training/card_tables.py --run training/runs/v2
+    /usr/bin/python3 training/card_tables.py --study training/results/study_rule.json   # the study-level tables
 """
 import argparse
 import json
@@ -14,10 +15,53 @@ def f(v, d=3):
     return "—" if v is None else f"{v:.{d}f}"
 
 
+def rate(m):
+    return f"{m['hits']}/{m['n']} = {m['rate']:.2f} ({m['ci95'][0]:.2f}–{m['ci95'][1]:.2f})"
+
+
+def study_tables(path):
+    s = json.load(open(path))
+    findings = ["Cyst", "Stone", "Tumor"]
+    n = s["nested"]
+    print(f"Out of fold over {s['studies']} studies ({s['slices']} slices; folds {s['folds']}; per class "
+          f"{s['studies_per_class']}). 95 % intervals: bootstrap over studies.\n")
+    print("| finding | study sensitivity | false finding on Normal studies | called on studies of another finding |"
+          "\n|---|---:|---:|---:|")
+    for c in findings:
+        print(f"| {c} | {rate(n['sensitivity'][c])} | {rate(n['false_finding_rate_normal'][c])} | "
+              f"{rate(n['other_finding_rate'][c])} |")
+    print(f"| any finding | | {rate(n['false_finding_rate_normal']['any'])} | |")
+    prev = s.get("previous_rule_on_the_same_studies")
+    if prev:
+        m = prev["metrics"]
+        print(f"\nThe previous rule (manifest {prev['version']}) on the same studies:\n")
+        print("| finding | rule | study sensitivity | false finding on Normal studies |\n|---|---|---:|---:|")
+        for c in findings:
+            r = prev["rule"][c]
+            print(f"| {c} | p ≥ {r['threshold']}, ≥ {r['min_run_slices']} slices | {rate(m['sensitivity'][c])} | "
+                  f"{rate(m['false_finding_rate_normal'][c])} |")
+        print(f"| any finding | | | {rate(m['false_finding_rate_normal']['any'])} |")
+    sh = s["shipped_rule"]
+    print(f"\nShipped operating point (chosen on all folds pooled, T = {sh['temperature']}): " + "; ".join(
+        f"{c} p ≥ {sh['rule'][c]['threshold']} on ≥ {sh['rule'][c]['min_run_slices']} adjacent slice(s)"
+        for c in findings))
+    sl = s["slice_level"]
+    print(f"\nSlice level, same predictions: macro-F1 {sl['macro_f1']:.3f}, accuracy {sl['accuracy']:.3f}, recall "
+          + ", ".join(f"{c} {v:.3f}" for c, v in sl["recall"].items())
+          + f"; ECE {sl['ece_uncalibrated']:.3f} uncalibrated, {sl['ece_nested_temperature']:.3f} with the nested "
+            "temperature")
+
+
 def main():
     p = argparse.ArgumentParser()
-    p.add_argument("--run", required=True)
+    p.add_argument("--run")
+    p.add_argument("--study", help="training/results/study_rule.json: print the study-level tables only")
     args = p.parse_args()
+    if args.study:
+        study_tables(args.study)
+        return
+    if not args.run:
+        p.error("--run or --study is required")
     run = Path(args.run)
     r = json.load(open(run / "results.json"))
     t = r["test"]

@@ -193,6 +193,7 @@ def main():
     p.add_argument("--out", default=str(HERE / "results"), help="where study_rule.json and study_roc.png go")
     p.add_argument("--write-manifest", action="store_true",
                    help="put the chosen temperature and rule into --manifest (only with all five folds)")
+    p.add_argument("--version", help="with --write-manifest: the manifest's new version (the network is unchanged)")
     args = p.parse_args()
     rng = np.random.default_rng(0)
     study, fold, logits, y = load(args.oof)
@@ -251,8 +252,22 @@ def main():
         if not res["complete"]:
             raise SystemExit("--write-manifest needs all five folds")
         man = json.loads(man_path.read_text())
+        if args.version:
+            man["version"] = args.version
         man["temperature"] = round(temperature, 6)
         man["decision_thresholds"] = {c: rule[c]["threshold"] for c in FINDINGS}
+        man["decision_rule"] = ("per finding c: a slice is flagged when its calibrated p(c) >= threshold_c; "
+                                "threshold_c and the run length are chosen per study (training/study_rule.py): the "
+                                "highest study sensitivity whose false-finding rate on Normal studies is <= "
+                                + str(args.max_ffr) + ", on out-of-fold predictions of all grouped folds")
+        nested = res["nested"]
+        man.setdefault("metrics", {})["study_out_of_fold"] = {
+            "studies": res["studies"],
+            "sensitivity": {c: nested["sensitivity"][c]["rate"] for c in FINDINGS},
+            "false_finding_rate_normal": {c: nested["false_finding_rate_normal"][c]["rate"]
+                                          for c in list(FINDINGS) + ["any"]},
+            "protocol": "nested: each fold's studies scored with a rule chosen on the other folds "
+                        "(training/results/study_rule.json)"}
         man["study_rule"] = {"min_run_slices": {c: rule[c]["min_run_slices"] for c in FINDINGS},
                              "rule": "a finding is present in a study when at least min_run_slices[finding] adjacent "
                                      "assessed slices (ordered along the patient axis) reach decision_thresholds["
