@@ -35,5 +35,6 @@ sc=""  # the first heatmap of the series (InstanceNumber 1: the most probable fl
 for f in "$work"/pacs/SC*; do
   if dcmdump +P InstanceNumber "$f" 2>/dev/null | grep -q '\[1\]'; then sc="$f"; fi
 done
-if [[ -n "$sc" ]]; then dcmj2pnm +on -il +Sxv 512 "$sc" docs/example-sc.png; fi
+# No finding, no heatmap: an old picture must not stay behind to contradict the SR.
+if [[ -n "$sc" ]]; then dcmj2pnm +on -il +Sxv 512 "$sc" docs/example-sc.png; else rm -f docs/example-sc.png; fi
 grep -E "STUDY_CLASSIFIED|RESULT_DELIVERED" "$work/nephrad.log"
