@@ -178,7 +178,7 @@ def roc_figure(studies, runs, rule, temperature, path):
         ax.legend(loc="lower right", fontsize=7)
         ax.grid(alpha=0.3)
     fig.suptitle(f"Nephra study-level ROC on out-of-fold predictions (T = {temperature:.3f}; "
-                 "the point: chosen on every fold here; ships once all five are in)", fontsize=9)
+                 "the point: the rule chosen on all folds pooled, as the manifest ships it)", fontsize=9)
     fig.tight_layout()
     fig.savefig(path, dpi=110)
 
