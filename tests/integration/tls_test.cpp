@@ -55,6 +55,28 @@ std::string node_tls_toml(const fs::path& pki) {
          pem(pki, "nephra", ".key") + "\"\nca_certificates = \"" + pem(pki, "ca", ".crt") + "\"\n";
 }
 
+// DCMTK's storescp as a TLS-only archive (AE STORESCU) presenting the certificate `name` from `pki`; files go to
+// `received`, its log beside it.
+nephra::test::Process tls_archive(const fs::path& pki, const std::string& name, const fs::path& received, int port) {
+  fs::create_directories(received);
+  return nephra::test::Process(
+      {"storescp", "+tls", pem(pki, name, ".key"), pem(pki, name, ".crt"), "+cf", pem(pki, "ca", ".crt"), "-od",
+       received.string(), "-aet", "STORESCU", std::to_string(port)},
+      received.parent_path() / "storescp.log");
+}
+
+// A node whose one peer STORESCU sends over TLS and gets its results at `archive_port`, certificate "archive".
+NodeOptions tls_sender_options(const fs::path& pki, int archive_port) {
+  NodeOptions options;
+  options.stable_seconds = 0.5;
+  options.peers = {"STORESCU"};
+  options.peer_ports = {{"STORESCU", archive_port}};
+  options.extra_toml = node_tls_toml(pki);
+  options.peer_tls = {"STORESCU"};
+  options.peer_tls_names = {{"STORESCU", "archive"}};
+  return options;
+}
+
 size_t files_in(const fs::path& dir) {
   size_t n = 0;
   std::error_code ec;
@@ -71,21 +93,9 @@ TEST(Tls, StudiesArriveAndResultsLeaveOverTlsAndUntrustedCallersAreRefused) {
   make_certificate(pki, "stranger", "");  // not signed by the authority
 
   const fs::path received = tmp.path() / "received";
-  fs::create_directories(received);
   const int archive_port = nephra::test::free_port();
-  nephra::test::Process archive(
-      {"storescp", "+tls", pem(pki, "archive", ".key"), pem(pki, "archive", ".crt"), "+cf", pem(pki, "ca", ".crt"),
-       "-od", received.string(), "-aet", "STORESCU", std::to_string(archive_port)},
-      tmp.path() / "storescp.log");
-
-  NodeOptions options;
-  options.stable_seconds = 0.5;
-  options.peers = {"STORESCU"};
-  options.peer_ports = {{"STORESCU", archive_port}};
-  options.extra_toml = node_tls_toml(pki);
-  options.peer_tls = {"STORESCU"};
-  options.peer_tls_names = {{"STORESCU", "archive"}};
-  TestNode node(tmp.path(), options);
+  nephra::test::Process archive = tls_archive(pki, "archive", received, archive_port);
+  TestNode node(tmp.path(), tls_sender_options(pki, archive_port));
   node.start();
   EXPECT_NE(node.log().find("tls=true"), std::string::npos);
 
@@ -194,20 +204,9 @@ TEST(Tls, ResultsGoOnlyToACertificateThatNamesTheArchive) {
   TempDir tmp;
   const fs::path pki = make_pki(tmp.path(), {"nephra", "archive"});
   const fs::path received = tmp.path() / "received";
-  fs::create_directories(received);
   const int archive_port = nephra::test::free_port();
-  nephra::test::Process impostor(
-      {"storescp", "+tls", pem(pki, "nephra", ".key"), pem(pki, "nephra", ".crt"), "+cf", pem(pki, "ca", ".crt"), "-od",
-       received.string(), "-aet", "STORESCU", std::to_string(archive_port)},
-      tmp.path() / "storescp.log");
-  NodeOptions options;
-  options.stable_seconds = 0.5;
-  options.peers = {"STORESCU"};
-  options.peer_ports = {{"STORESCU", archive_port}};
-  options.extra_toml = node_tls_toml(pki);
-  options.peer_tls = {"STORESCU"};
-  options.peer_tls_names = {{"STORESCU", "archive"}};
-  TestNode node(tmp.path(), options);
+  nephra::test::Process impostor = tls_archive(pki, "nephra", received, archive_port);  // the node's own certificate
+  TestNode node(tmp.path(), tls_sender_options(pki, archive_port));
   node.start();
   const std::string fixture = (nephra::test::source_dir() / "tests" / "data" / "tcia-kidney-slices").string();
   ASSERT_EQ(
