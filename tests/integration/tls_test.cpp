@@ -106,6 +106,8 @@ TEST(Tls, StudiesArriveAndResultsLeaveOverTlsAndUntrustedCallersAreRefused) {
                 {"+tls", pem(pki, "stranger", ".key"), pem(pki, "stranger", ".crt"), "+cf", pem(pki, "ca", ".crt")}),
             0)
       << "a certificate from no trusted authority must not get through";
+  EXPECT_NE(node.storescu("STORESCU", {fixture}, "anonymous.log", {"+tla", "+cf", pem(pki, "ca", ".crt")}), 0)
+      << "a caller without a certificate must not get through";
   EXPECT_EQ(node.open_instances(), 0U);
 
   ASSERT_EQ(
