@@ -67,7 +67,7 @@ struct AssociationGate::Impl {
   std::mutex mutex;
   std::condition_variable cv;
   std::deque<ReadyConnection> ready;
-  std::optional<ReadyConnection> watched;  // fd is a dup owned here
+  std::optional<ReadyConnection> watched;  // fd is the caller's dup
   bool stopping = false;
   Clock::time_point accept_paused_until;
   Clock::time_point last_accept_error_log;
@@ -236,16 +236,15 @@ std::optional<ReadyConnection> AssociationGate::next(std::chrono::milliseconds w
   return r;
 }
 
-void AssociationGate::watch(const ReadyConnection& ready) {
-  const std::lock_guard guard(impl_->mutex);
+void AssociationGate::watch(const ReadyConnection& ready, int guard) {
+  const std::lock_guard lock(impl_->mutex);
+  if (guard < 0) return;
   impl_->watched = ready;
-  impl_->watched->fd = ::dup(ready.fd);  // the watchdog never shuts down a number DCMTK has closed and reused
-  if (impl_->watched->fd < 0) impl_->watched.reset();
+  impl_->watched->fd = guard;
 }
 
 void AssociationGate::unwatch() {
-  const std::lock_guard guard(impl_->mutex);
-  if (impl_->watched) ::close(impl_->watched->fd);
+  const std::lock_guard lock(impl_->mutex);
   impl_->watched.reset();
 }
 

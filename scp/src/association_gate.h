@@ -37,8 +37,10 @@ class AssociationGate {
 
   // The next connection whose request is fully buffered; nullopt when `wait` passed first or the gate stopped.
   std::optional<ReadyConnection> next(std::chrono::milliseconds wait);
-  // Shuts `ready` down if DCMTK still holds it at its deadline; call unwatch() when DCMTK returns.
-  void watch(const ReadyConnection& ready);
+  // Shuts `ready` down through `guard` (the caller's dup of it, open until unwatch()) if DCMTK still holds it at its
+  // deadline: a dup, so the watchdog never shuts down a number DCMTK has closed and reused. Call unwatch() when
+  // DCMTK returns.
+  void watch(const ReadyConnection& ready, int guard);
   void unwatch();
   void stop();
 

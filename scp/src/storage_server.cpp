@@ -146,8 +146,8 @@ struct StorageServer::Impl {
     const int one = 1;
     // DCMTK leaves Nagle on by default, which makes C-STORE about 20x slower on loopback.
     ::setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
-    const int guard = ::dup(fd);
-    gate->watch(conn);
+    const int guard = ::dup(fd);  // the watchdog's handle, and proof of which socket fd was
+    gate->watch(conn, guard);
     // Hand the accepted socket to DCMTK; only this thread ever sets the (process-wide) handle. The request is
     // already buffered (the gate waited for it), so this returns at once unless a TLS handshake is slow, and the
     // gate's watchdog bounds that.

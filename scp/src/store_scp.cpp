@@ -24,6 +24,7 @@ constexpr Uint16 kDataSetMismatch = 0xA900;
 constexpr Uint16 kCannotUnderstand = 0xC000;
 // Element values longer than this stay on disk while the header is read (DCMTK loads them on demand).
 constexpr Uint32 kLazyValueBytes = 4096;
+constexpr double kMiB = 1024.0 * 1024.0;
 
 bool valid_uid(const std::string& uid) {
   return !uid.empty() && uid.size() <= 64 &&
@@ -162,7 +163,7 @@ OFCondition StoreScp::receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentatio
   OFString abstract_syntax;
   OFString transfer_syntax;
   findPresentationContext(presInfo.presentationContextID, abstract_syntax, transfer_syntax);
-  const auto cap = static_cast<std::uintmax_t>(cfg_->node.max_instance_mb * 1024.0 * 1024.0);
+  const auto cap = static_cast<std::uintmax_t>(cfg_->node.max_instance_mb * kMiB);
   const std::filesystem::path tmp = spool_.new_tmp_path();
   std::uintmax_t data_set_offset = 0;
   OFCondition cond = EC_Normal;
@@ -180,8 +181,8 @@ OFCondition StoreScp::receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentatio
       cond = DIMSE_ignoreDataSet(assoc_, getDIMSEBlockingMode(), static_cast<int>(getDIMSETimeout()), nullptr, nullptr);
     }
     if (file.over_cap()) {
-      status = too_large(calling_ae, "size_mb", static_cast<double>(file.written()) / (1024.0 * 1024.0));
-    } else if (!file.error().empty() || (cond.good() && file.written() == 0)) {
+      status = too_large(calling_ae, "size_mb", static_cast<double>(file.written()) / kMiB);
+    } else if (!file.error().empty()) {
       stats_.rejected_spool_failure.inc();
       spdlog::error("SPOOL_WRITE_FAILED calling_ae={} status=0x{:04X} reason=\"{}\"", calling_ae, kOutOfResources,
                     file.error());
@@ -199,7 +200,7 @@ OFCondition StoreScp::receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentatio
   }
   if (status == 0) {
     const auto started = std::chrono::steady_clock::now();
-    status = ingest(req, tmp, data_set_offset, transfer_syntax.c_str());
+    status = ingest(req, {calling_ae, tmp, data_set_offset, transfer_syntax.c_str(), cap});
     stats_.store_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   }
   std::error_code ec;
@@ -246,19 +247,18 @@ std::optional<Uint16> StoreScp::refusal(const T_DIMSE_C_StoreRQ& req, const Inst
 }
 
 // Reads the spooled file's header (element values over 4 KB stay on disk) and stores it, or says why not.
-Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, const std::filesystem::path& file, std::uintmax_t data_set_offset,
-                        const std::string& transfer_syntax_uid) {
-  const std::string calling_ae = trim(getPeerAETitle().c_str());
-  const double mib = 1024.0 * 1024.0;
-  const auto cap = static_cast<std::uintmax_t>(cfg_->node.max_instance_mb * mib);
-  std::uintmax_t size = std::filesystem::file_size(file) - data_set_offset;
+Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, const Received& in) {
+  const std::string& calling_ae = in.calling_ae;
+  const std::filesystem::path& file = in.file;
+  const std::uintmax_t cap = in.cap;
+  std::uintmax_t size = std::filesystem::file_size(file) - in.data_set_offset;
   // DCMTK cannot leave the values of a deflated data set on disk: it parses only up to the pixel data, once
   // the whole stream has been inflated (counting, into a small buffer) and found whole and within the limit.
-  const bool deflated = transfer_syntax_uid == UID_DeflatedExplicitVRLittleEndianTransferSyntax;
+  const bool deflated = in.transfer_syntax_uid == UID_DeflatedExplicitVRLittleEndianTransferSyntax;
   std::optional<std::uintmax_t> inflated;
   if (deflated) {
-    inflated = inflated_size(file, data_set_offset, cap);
-    if (inflated && *inflated > cap) return too_large(calling_ae, "inflated_mb", static_cast<double>(*inflated) / mib);
+    inflated = inflated_size(file, in.data_set_offset, cap);
+    if (inflated && *inflated > cap) return too_large(calling_ae, "inflated_mb", static_cast<double>(*inflated) / kMiB);
     if (inflated) size = *inflated;
   }
   DcmFileFormat parsed;
@@ -279,9 +279,9 @@ Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, const std::filesystem::pat
   info.sop_instance_uid = get_string(dataset, DCM_SOPInstanceUID);
   info.study_uid = get_string(dataset, DCM_StudyInstanceUID);
   info.series_uid = get_string(dataset, DCM_SeriesInstanceUID);
-  info.transfer_syntax_uid = transfer_syntax_uid;
-  if (const auto status = refusal(req, info, static_cast<double>(size) / mib)) return *status;
-  if (const double decoded = decoded_bytes(dataset) / mib; decoded > cfg_->node.max_instance_mb) {
+  info.transfer_syntax_uid = in.transfer_syntax_uid;
+  if (const auto status = refusal(req, info, static_cast<double>(size) / kMiB)) return *status;
+  if (const double decoded = decoded_bytes(dataset) / kMiB; decoded > cfg_->node.max_instance_mb) {
     return too_large(calling_ae, "decoded_mb", decoded);
   }
   try {

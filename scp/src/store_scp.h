@@ -2,6 +2,7 @@
 // One association's worker: a DCMTK thread SCP that hands each received instance to the spool.
 #include <dcmtk/dcmnet/scpthrd.h>
 
+#include <cstdint>
 #include <filesystem>
 #include <memory>
 #include <optional>
@@ -36,9 +37,17 @@ class StoreScp : public DcmThreadSCP {
   unsigned stored_ = 0;
   bool acknowledged_ = false;
 
+  // A data set received into its spool file, and what the receive already knew about it.
+  struct Received {
+    std::string calling_ae;
+    std::filesystem::path file;
+    std::uintmax_t data_set_offset = 0;  // where the data set starts, after the meta header
+    std::string transfer_syntax_uid;
+    std::uintmax_t cap = 0;  // node.max_instance_mb in bytes, as the receive applied it
+  };
+
   OFCondition receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentationContextInfo& presInfo);
-  Uint16 ingest(const T_DIMSE_C_StoreRQ& req, const std::filesystem::path& file, std::uintmax_t data_set_offset,
-                const std::string& transfer_syntax_uid);
+  Uint16 ingest(const T_DIMSE_C_StoreRQ& req, const Received& in);
   std::optional<Uint16> refusal(const T_DIMSE_C_StoreRQ& req, const InstanceInfo& info, double size_mb);
   Uint16 too_large(const std::string& calling_ae, const char* what, double size_mb);
 };
