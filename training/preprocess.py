@@ -82,14 +82,3 @@ def dicom_slice_to_u8(hu, center, width, crop=True, size=224, clahe=(4.0, 8)):
     if img.shape != (size, size):
         img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LANCZOS4)
     return cv2.createCLAHE(clipLimit=clahe[0], tileGridSize=(clahe[1], clahe[1])).apply(img)
-
-
-def export_to_u8(gray, size=224, clahe=(4.0, 8)):
-    """A windowed 8-bit export (PNG/JPEG) as the engine renders it: body crop on gray, resize, CLAHE. An image
-    already size x size is the dataset's own form and is returned as it is."""
-    if gray.shape == (size, size):
-        return gray
-    img = crop_square(gray, body_box(gray, threshold=EXPORT_BODY_THRESHOLD_GRAY))
-    if img.shape != (size, size):
-        img = cv2.resize(img, (size, size), interpolation=cv2.INTER_LANCZOS4)
-    return cv2.createCLAHE(clipLimit=clahe[0], tileGridSize=(clahe[1], clahe[1])).apply(img)
