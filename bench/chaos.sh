@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/chaos.sh [KILLS] [--small] [--studies N] [--senders N] [--keep]
+# bench/chaos.sh [KILLS] [--small] [--studies N] [--senders N] [--keep] [--power-cut [--forget-fsync TEXT]]
 #
 # kill -9 under load, against a real archive. A real Orthanc (loopback, free ports, private config and storage
 # in a temporary folder) plays the hospital PACS; the release nephrad sends its results there. Distinct studies
@@ -13,6 +13,13 @@
 #       sender also re-sends an earlier study in full, so some studies get a second round,
 #   (c) nothing is stuck: no spool/tmp file, every round done, no dead letter.
 # Exit status 0 only when nothing was lost and everything checks out.
+#
+# --power-cut: each kill is a power cut. kill -9 keeps the page cache, so every write survives it, synced or not;
+# here nephrad runs with tests/powercut/powercut.cpp preloaded, which records what each fsync made durable, and
+# after each kill the spool is rebuilt as a machine that lost power would find it (tests/powercut/rebuild.py: a
+# file's contents as at its last fsync, a folder's entries as at its last fsync, nothing else) before the node
+# starts again on it. --forget-fsync TEXT makes every fsync of a path containing TEXT count for nothing: the run
+# must then fail, which shows the check would catch a missing fsync.
 #
 # CT: by default six slices (1-032..1-037) of the shared 134-slice TCIA series, where the model flags a run of
 # slices, so every study also gets a heatmap SC series; --small (or no ../shared) uses the committed 5-slice fixture
@@ -29,12 +36,16 @@ small=0
 studies=""
 senders=2
 keep=0
+powercut=0
+forget=""
 while [ $# -gt 0 ]; do
   case $1 in
     --small) small=1 ;;
     --studies) studies=$2; shift ;;
     --senders) senders=$2; shift ;;
     --keep) keep=1 ;;
+    --power-cut) powercut=1 ;;
+    --forget-fsync) forget=$2; shift ;;
     -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) [[ $1 =~ ^[0-9]+$ ]] || nb_die "unknown argument $1"; kills=$1 ;;
   esac
@@ -89,9 +100,23 @@ log=$work/nephrad.log
 node_pid=""
 starts=0
 start_offset=0
+cut_lib=$build/tests/libnephra_powercut.so
+cuts_log=$work/power-cuts.txt
+if [ "$powercut" = 1 ]; then
+  [ -f "$cut_lib" ] || nb_die "$cut_lib is missing: build the tests (cmake --build ... --target nephra_powercut)"
+  mkdir -p "$work/spool" "$work/powercut/base"
+  spool_real=$(realpath "$work/spool")
+fi
 start_node() {
   start_offset=$(stat -c %s "$log" 2>/dev/null || echo 0)
-  "$nephrad" --config "$cfg" >>"$log" 2>&1 &
+  if [ "$powercut" = 1 ]; then
+    local records=$work/powercut/run
+    rm -rf "$records" && mkdir -p "$records"
+    LD_PRELOAD=$cut_lib NEPHRA_POWERCUT_ROOT=$spool_real NEPHRA_POWERCUT_RECORDS=$records \
+      NEPHRA_POWERCUT_FORGET=$forget "$nephrad" --config "$cfg" >>"$log" 2>&1 &
+  else
+    "$nephrad" --config "$cfg" >>"$log" 2>&1 &
+  fi
   node_pid=$!
   nb_track "$node_pid"
   starts=$((starts + 1))
@@ -157,6 +182,14 @@ for k in $(seq 1 "$kills"); do
   kill -KILL "$node_pid" 2>/dev/null
   wait "$node_pid" 2>/dev/null
   kills_done=$((kills_done + 1))
+  if [ "$powercut" = 1 ]; then  # the spool as the power cut left it; the next run starts from (a copy of) it
+    rm -rf "$work/spool.cut"
+    echo "cut $k: $("$NB_PY" "$root/tests/powercut/rebuild.py" "$work/powercut/run" "$work/powercut/base" "$work/spool.cut")" \
+      >>"$cuts_log" || nb_die "rebuild.py failed after cut $k"
+    rm -rf "$work/spool" "$work/powercut/base"
+    mv "$work/spool.cut" "$work/spool"
+    cp -a "$work/spool" "$work/powercut/base"
+  fi
   start_node
   [ $((k % 10)) -eq 0 ] && nb_log "$k kills, $(grep -vc again "$work/runs.txt" 2>/dev/null || echo 0)/$studies studies sent"
 done
@@ -216,6 +249,10 @@ echo
 echo "== chaos: $(date -u +%Y-%m-%dT%H:%MZ), $(nproc) cores, $("$nephrad" --version 2>/dev/null | head -n 1)"
 echo "CT:                           $source_desc"
 echo "kills (SIGKILL) survived:     $kills_done (of which $kills_before_ready before NODE_READY), node starts $starts"
+if [ "$powercut" = 1 ]; then
+  emptied=$(awk '{ for (i = 3; i <= NF; i++) if ($i ~ /^files_emptied=/) { split($i, kv, "="); s += kv[2] } } END { print s + 0 }' "$cuts_log")
+  echo "power cuts:                   $kills_done: the spool rebuilt from what fsync made durable after each; $emptied files were left empty (named, never synced)${forget:+; fsyncs of paths containing '$forget' forgotten}"
+fi
 echo "studies:                      $(field studies) ($resent needed a re-run of storescu after a kill; $again sent again in full later; $storescu_runs storescu runs)"
 echo "instances acknowledged:       $(field instances_acknowledged) of $(field instances_prepared)"
 echo "instances lost:               $(field instances_lost)"

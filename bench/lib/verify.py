@@ -83,8 +83,10 @@ def main():
     spool = a.spool
     problems = []
 
-    # (a) every acknowledged instance is in the spool, in its study's open/ or one of its rounds
+    # (a) every acknowledged instance is in the spool, in its study's open/ or one of its rounds, whole: a file that
+    # is there but does not read back as the instance sent (e.g. empty after a power cut) is lost too
     lost = []
+    found = {}  # spool file -> (source file, study index, sop uid)
     for p in sorted(acked):
         if p not in by_file:
             continue
@@ -92,8 +94,18 @@ def main():
         key = hash_hex(ae_of[idx] + "\\" + studies[idx])
         name = hash_hex(sop) + ".dcm"
         d = os.path.join(spool, "studies", key)
-        if not any(os.path.exists(os.path.join(d, sub, name)) for sub in ("open", "instances")):
+        there = [os.path.join(d, sub, name) for sub in ("open", "instances")
+                 if os.path.exists(os.path.join(d, sub, name))]
+        if there:
+            found[there[0]] = (p, idx, sop)
+        else:
             lost.append({"file": p, "study": idx, "sop": sop})
+    spooled_tags = dicom_tags(sorted(found))
+    damaged = []
+    for f, (p, idx, sop) in sorted(found.items()):
+        if spooled_tags.get(f, {}).get("0008,0018") != sop:
+            damaged.append({"file": p, "study": idx, "sop": sop, "spooled": f})
+    lost += damaged
     not_acked = sorted(p for p in by_file if p not in acked)
 
     # (c) nothing stuck
@@ -178,6 +190,7 @@ def main():
         "instances_acknowledged": len(acked & set(by_file)),
         "instances_not_acknowledged": len(not_acked),
         "instances_lost": len(lost),
+        "instances_damaged": len(damaged),
         "rounds": len(rounds),
         "studies_with_several_rounds": multi_round,
         "rounds_not_done": len(not_done),

@@ -20,6 +20,10 @@ namespace nephra::engine {
 namespace {
 
 constexpr int kMaxSide = 16384;
+// What one frame may take once decoded: 16 M pixels (a 4096 x 4096 frame; CT is 512 x 512) is 64 MB as float HU.
+// The node's ingest bounds the whole instance by node.max_instance_mb; this bounds what one decode step allocates,
+// whatever reached the spool (or `nephra classify`) by another way.
+constexpr long kMaxFramePixels = 4096L * 4096L;
 
 void register_codecs() {
   static std::once_flag once;
@@ -135,9 +139,13 @@ void check_image_geometry(DcmDataset* ds) {
   ds->findAndGetUint16(DCM_Rows, rows);
   ds->findAndGetUint16(DCM_Columns, cols);
   ds->findAndGetUint16(DCM_SamplesPerPixel, spp);
+  if (rows > kMaxSide || cols > kMaxSide) throw InputError("image larger than 16384 pixels on a side");
+  if (static_cast<long>(rows) * cols > kMaxFramePixels) {
+    throw InputError("a frame of " + std::to_string(rows) + " x " + std::to_string(cols) +
+                     " pixels is more than the engine decodes (4096 x 4096)");
+  }
   if (!ds->tagExists(DCM_PixelData)) throw InputError("no pixel data");
   if (rows == 0 || cols == 0) throw InputError("image has zero rows or columns");
-  if (rows > kMaxSide || cols > kMaxSide) throw InputError("image larger than 16384 pixels on a side");
   if (spp != 1) throw InputError("not a grayscale image (SamplesPerPixel " + std::to_string(spp) + ")");
 }
 

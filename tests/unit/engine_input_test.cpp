@@ -189,6 +189,9 @@ TEST_F(EngineInput, BrokenInputsGiveClearErrors) {
     }
   };
   expect_error(write_ct(tmp_.path() / "nopix.dcm", {.pixels = false}), "no pixel data");
+  // a frame the engine cannot afford to decode is refused from the header, before any pixel is touched
+  expect_error(write_ct(tmp_.path() / "wide.dcm", {.rows = 8192, .cols = 4097, .pixels = false}),
+               "more than the engine decodes");
   std::ofstream(tmp_.path() / "junk.bin") << "this is not an image";
   expect_error(tmp_.path() / "junk.bin", "neither a DICOM file nor");
   expect_error(tmp_.path() / "missing.dcm", "not a readable file");
