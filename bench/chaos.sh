@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# bench/chaos.sh [KILLS] [--small] [--studies N] [--senders N] [--keep] [--power-cut [--forget-fsync TEXT]]
+# bench/chaos.sh [KILLS] [--small] [--studies N] [--senders N] [--keep] [--findings] [--power-cut [--forget-fsync TEXT]]
 #
 # kill -9 under load, against a real archive. A real Orthanc (loopback, free ports, private config and storage
 # in a temporary folder) plays the hospital PACS; the release nephrad sends its results there. Distinct studies
@@ -21,9 +21,10 @@
 # starts again on it. --forget-fsync TEXT makes every fsync of a path containing TEXT count for nothing: the run
 # must then fail, which shows the check would catch a missing fsync.
 #
-# CT: by default six slices (1-032..1-037) of the shared 134-slice TCIA series, where the model flags a run of
-# slices, so every study also gets a heatmap SC series; --small (or no ../shared) uses the committed 5-slice fixture
-# (no finding, so no SC series: then exactly one SR series is expected).
+# CT: by default six abdominal slices (1-060..1-065) of the shared 134-slice TCIA series; --small (or no ../shared)
+# uses the committed 5-slice fixture. The shipped study rule finds nothing on either (one SR series expected, no
+# heatmap). --findings: the node runs a copy of the model manifest whose study rule calls a cyst on any one assessed
+# slice, so that every study also gets heatmaps: one SR and one SC series expected.
 # Environment: NEPHRA_BUILD (default build/release), NEPHRA_SHARED, NEPHRA_MODEL.
 set -uo pipefail
 
@@ -38,6 +39,7 @@ senders=2
 keep=0
 powercut=0
 forget=""
+findings=0
 while [ $# -gt 0 ]; do
   case $1 in
     --small) small=1 ;;
@@ -45,6 +47,7 @@ while [ $# -gt 0 ]; do
     --senders) senders=$2; shift ;;
     --keep) keep=1 ;;
     --power-cut) powercut=1 ;;
+    --findings) findings=1 ;;
     --forget-fsync) forget=$2; shift ;;
     -h|--help) sed -n '2,22p' "$0"; exit 0 ;;
     *) [[ $1 =~ ^[0-9]+$ ]] || nb_die "unknown argument $1"; kills=$1 ;;
@@ -60,8 +63,8 @@ loadavg_start=$(cut -d" " -f1-3 /proc/loadavg)
 # --- the CT ------------------------------------------------------------------------------------------------
 shared=$(nb_shared_series || true)
 if [ "$small" = 0 ] && [ -n "$shared" ]; then
-  source_files=("$shared"/1-03[2-7].dcm)
-  source_desc="shared TCIA series, slices 1-032..1-037 (${#source_files[@]} instances per study)"
+  source_files=("$shared"/1-06[0-5].dcm)
+  source_desc="shared TCIA series, slices 1-060..1-065 (${#source_files[@]} instances per study)"
 else
   source_files=("$(nb_fixture_series)"/*.dcm)
   source_desc="committed fixture tests/data/tcia-kidney-slices (${#source_files[@]} instances per study)"
@@ -90,6 +93,19 @@ nb_wait_http "http://127.0.0.1:$orthanc_http/system" 30 || { tail -20 "$work/ort
 orthanc_url=http://127.0.0.1:$orthanc_http
 
 # --- the node --------------------------------------------------------------------------------------------
+if [ "$findings" = 1 ]; then
+  manifest=${NEPHRA_MODEL:-$root/models/nephra-kidney.json}
+  mkdir -p "$work/model"
+  ln -s "$(dirname "$(realpath "$manifest")")/$("$NB_PY" -c 'import json,sys; print(json.load(open(sys.argv[1]))["onnx"])' "$manifest")" "$work/model/"
+  "$NB_PY" - "$manifest" "$work/model/nephra-kidney.json" <<'PY'
+import json, sys
+m = json.load(open(sys.argv[1]))
+m["decision_thresholds"]["Cyst"] = 0.0
+m["study_rule"]["min_run_slices"]["Cyst"] = 1
+json.dump(m, open(sys.argv[2], "w"), indent=1)
+PY
+  export NEPHRA_MODEL=$work/model/nephra-kidney.json
+fi
 cfg=$work/nephra.toml
 nb_node_config "$cfg" "$node_port" "$http_port" "$work/spool" 2 \
   "[[peers]]
@@ -184,8 +200,13 @@ for k in $(seq 1 "$kills"); do
   kills_done=$((kills_done + 1))
   if [ "$powercut" = 1 ]; then  # the spool as the power cut left it; the next run starts from (a copy of) it
     rm -rf "$work/spool.cut"
-    echo "cut $k: $("$NB_PY" "$root/tests/powercut/rebuild.py" "$work/powercut/run" "$work/powercut/base" "$work/spool.cut")" \
-      >>"$cuts_log" || nb_die "rebuild.py failed after cut $k"
+    if ! kept=$("$NB_PY" "$root/tests/powercut/rebuild.py" "$work/powercut/run" "$work/powercut/base" "$work/spool.cut" \
+      2>"$work/rebuild.err"); then
+      keep=1
+      cat "$work/rebuild.err" >&2
+      nb_die "rebuild.py failed after cut $k (records in $work/powercut/run)"
+    fi
+    echo "cut $k: $kept" >>"$cuts_log"
     rm -rf "$work/spool" "$work/powercut/base"
     mv "$work/spool.cut" "$work/spool"
     cp -a "$work/spool" "$work/powercut/base"

@@ -87,6 +87,23 @@ class PowerCutModel(unittest.TestCase):
         finally:
             shutil.rmtree(work, ignore_errors=True)
 
+    def test_a_process_killed_before_recording_began_leaves_the_folder_as_it_was(self):
+        work = tempfile.mkdtemp(prefix="nephra-powercut-")
+        try:
+            base = os.path.join(work, "base")
+            os.makedirs(os.path.join(base, "d"))
+            with open(os.path.join(base, "d", "f"), "wb") as f:
+                f.write(b"kept")
+            records = os.path.join(work, "records")
+            os.mkdir(records)  # no base.index: the library's constructor never ran
+            out = os.path.join(work, "after-cut")
+            subprocess.run([sys.executable, os.path.join(HERE, "rebuild.py"), records, base, out], check=True,
+                           capture_output=True)
+            with open(os.path.join(out, "d", "f"), "rb") as f:
+                self.assertEqual(f.read(), b"kept")
+        finally:
+            shutil.rmtree(work, ignore_errors=True)
+
 
 if __name__ == "__main__":
     LIB = sys.argv.pop(1)

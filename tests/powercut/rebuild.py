@@ -53,6 +53,10 @@ def base_listing(base, ident):
 
 
 def rebuild(records, base_dir, out):
+    if not os.path.exists(os.path.join(records, "base.index")):
+        # killed before the library's constructor finished (before main): the run made nothing durable
+        shutil.copytree(base_dir, out, symlinks=True)
+        return {"files": sum(len(f) for _, _, f in os.walk(out)), "files_emptied": 0, "killed_before_start": 1}
     base, listings, contents = read_records(records)
     root = next(ident for ident, (kind, rel) in base.items() if rel == ".")
     stats = {"files": 0, "files_emptied": 0, "folders": 0}

@@ -4,16 +4,20 @@
 usage: raw_scu.py HOST PORT CALLING CALLED MODE [FILE]
   MODE junk-socket     connect and send non-DICOM bytes, then hang up
   MODE tls-stall       send a real TLS ClientHello, then nothing; prints "closed" once the node hangs up
+  MODE dribble         send an A-ASSOCIATE-RQ header promising 1,000 bytes, then one byte every 2 s; prints
+                       "closed after N s" once the node hangs up
   MODE garbage         associate, send a C-STORE whose data set is random bytes
   MODE truncated FILE  associate, send FILE's data set cut in half
   MODE as-is FILE      associate, send FILE's data set (pixel data dropped); command UIDs from its meta header
 Prints "status=0xNNNN", "aborted" or "rejected" and exits 0 when a verdict was read.
+RAW_SCU_SOURCE=ADDRESS connects from that local address (e.g. 127.0.0.2, another "host" on loopback).
 """
 import os
 import socket
 import ssl
 import struct
 import sys
+import time
 
 import pydicom
 from pydicom.filewriter import write_dataset
@@ -112,9 +116,29 @@ def tls_stall(sock: socket.socket) -> int:
     return 0
 
 
+def dribble(sock: socket.socket) -> int:
+    started = time.monotonic()
+    try:
+        sock.sendall(struct.pack(">BxI", 0x01, 1000))
+        while True:
+            sock.settimeout(2)
+            try:
+                if not sock.recv(1):
+                    break
+            except socket.timeout:
+                sock.sendall(b"\0")
+    except (ConnectionError, OSError):
+        pass
+    print("closed after %.1f s" % (time.monotonic() - started))
+    return 0
+
+
 def main() -> int:
     host, port, calling, called, mode = sys.argv[1:6]
-    sock = socket.create_connection((host, int(port)), timeout=30)
+    source = os.environ.get("RAW_SCU_SOURCE")
+    sock = socket.create_connection((host, int(port)), timeout=30, source_address=(source, 0) if source else None)
+    if mode == "dribble":
+        return dribble(sock)
     if mode == "junk-socket":
         sock.sendall(os.urandom(1024))
         sock.close()
