@@ -5,6 +5,7 @@
 #include <string_view>
 
 #include "nephra/config/config.h"
+#include "nephra/engine/allocator.h"
 #include "node.h"
 
 namespace {
@@ -49,6 +50,7 @@ std::optional<nephra::config::Config> load_config(const std::string& path) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  nephra::engine::tune_allocator_for_images();
   // Outgoing DCMTK connections read this when they open a socket; incoming ones are set by the listener.
   ::setenv("TCP_NODELAY", "1", 1);
   const auto args = parse_args(argc, argv);

@@ -10,6 +10,7 @@
 #include <string>
 #include <vector>
 
+#include "nephra/engine/allocator.h"
 #include "nephra/engine/classifier.h"
 #include "nephra/engine/model.h"
 #include "nephra/engine/study.h"
@@ -75,7 +76,7 @@ std::optional<Options> parse(int argc, char** argv) {
 fs::path find_model(const Options& o, const char* argv0) {
   if (o.model) return *o.model;
   if (const char* env = std::getenv("NEPHRA_MODEL"); env != nullptr && *env != '\0') return env;
-  const fs::path local = "models/nephra-kidney.json";
+  fs::path local = "models/nephra-kidney.json";
   if (fs::exists(local)) return local;
   std::error_code ec;
   const fs::path exe = fs::canonical(fs::path(argv0), ec);
@@ -103,7 +104,7 @@ int classify_files(const Options& o, ng::Classifier& clf) {
       const auto results = clf.classify(slices);
       for (size_t i = 0; i < slices.size(); ++i) {
         std::cout << ng::slice_json(slices[i].source, results[i], model) << "\n";
-        if (o.heatmap_dir) {
+        if (o.heatmap_dir && !results[i].cams.empty()) {  // no CAM: the slice never reached the network
           const int cls = forced >= 0 ? forced : results[i].predicted;
           write_heatmap(*o.heatmap_dir, slices[i], results[i], cls, stem_of(slices[i].source));
         }
@@ -144,6 +145,7 @@ int classify_study(const Options& o, ng::Classifier& clf) {
 }  // namespace
 
 int main(int argc, char** argv) {
+  nephra::engine::tune_allocator_for_images();
   if (argc == 2 && std::string(argv[1]) == "--version") {
     std::cout << "nephra " << NEPHRA_VERSION << "\n";
     return kOk;

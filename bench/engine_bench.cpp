@@ -1,8 +1,6 @@
 // Engine throughput: slices per second through nephra::engine::Classifier (preprocessed 224x224 inputs, so only
-// inference + calibration + OOD + CAM is timed), and the machine's single-precision GEMM peak with Eigen.
+// inference + calibration + OOD + CAM is timed). The GEMM peak it is compared with: gemm_bench.cpp.
 //   nephra_engine_bench MODEL.json SLICES THREADS BATCH    → one JSON line
-//   nephra_engine_bench --gemm THREADS                     → GFLOP/s of a 1024^3 sgemm
-#include <Eigen/Core>
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
@@ -18,29 +16,11 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
   return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
 }
 
-int gemm(int threads) {
-  Eigen::setNbThreads(threads);
-  const Eigen::Index n = 1024;
-  const Eigen::MatrixXf a = Eigen::MatrixXf::Random(n, n);
-  const Eigen::MatrixXf b = Eigen::MatrixXf::Random(n, n);
-  Eigen::MatrixXf c(n, n);
-  c.noalias() = a * b;  // warm-up
-  double best = 0;
-  for (int rep = 0; rep < 5; ++rep) {
-    const auto t0 = std::chrono::steady_clock::now();
-    c.noalias() = a * b;
-    best = std::max(best, 2.0 * static_cast<double>(n * n * n) / seconds_since(t0) / 1e9);
-  }
-  std::cout << R"({"bench":"eigen_sgemm_1024","threads":)" << threads << R"(,"gflops":)" << best << "}\n";
-  return c(0, 0) == 12345.0F ? 1 : 0;  // keeps the product alive
-}
-
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc == 3 && std::string(argv[1]) == "--gemm") return gemm(std::atoi(argv[2]));
   if (argc != 5) {
-    std::cerr << "usage: nephra_engine_bench MODEL.json SLICES THREADS BATCH | --gemm THREADS\n";
+    std::cerr << "usage: nephra_engine_bench MODEL.json SLICES THREADS BATCH\n";
     return 2;
   }
   const int slices = std::atoi(argv[2]);

@@ -14,7 +14,7 @@ if [[ ! -d bench/node_modules/onnxruntime-node ]]; then
 fi
 export MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=4000000000
 for threads in 1 2; do
-  "$build/bench/nephra_engine_bench" --gemm "$threads"
+  "$build/bench/nephra_gemm_bench" "$threads"
   for batch in 1 8; do
     "$build/bench/nephra_engine_bench" "$model" "$slices" "$threads" "$batch"
     node bench/ort_bench.js "$onnx" "$slices" "$threads" "$batch"

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Latency from the last instance acknowledged by the node to the SR stored in a real Orthanc, minus the quiet period
-# (study.stable_seconds), for the 134-slice TCIA series and a ~500-slice study (the series repeated with new series
+# (study.stable_seconds; delivered = the node's RESULT_DELIVERED, once Orthanc acknowledged every result), for the 134-slice TCIA series and a ~500-slice study (the series repeated with new series
 # and instance UIDs in the same study). The node's log gives the breakdown (classify, write results, deliver).
 #   bench/roundtrip_bench.sh build/release [SERIES_DIR]
 set -euo pipefail
@@ -27,6 +27,7 @@ spool_dir = "$work/spool"
 stable_seconds = $stable
 [engine]
 model = "$PWD/models/nephra-kidney.json"
+threads = ${NEPHRA_ENGINE_THREADS:-0}
 [[peers]]
 ae_title = "ORTHANC"
 host = "127.0.0.1"
@@ -55,21 +56,27 @@ sr_count() {
 }
 
 run_case() {  # $1 = label, $2 = file list
-  local before n t0 t1
+  local before delivered n t0 t1
   before=$(sr_count); n=$(wc -l < "$2")
+  delivered=$(grep -c RESULT_DELIVERED "$work/nephrad.log" || true)
   TCP_NODELAY=1 storescu -aet ORTHANC -aec NEPHRA 127.0.0.1 "$node_port" $(cat "$2") > "$work/storescu.log" 2>&1
   t0=$(date +%s.%N)
-  until (( $(sr_count) > before )); do sleep 0.05; done
-  t1=$(date +%s.%N)
+  # Wait on the node's own log (cheap), then take the delivery time from its timestamp: polling Orthanc with curl
+  # and python every 50 ms took most of a core from the node being measured.
+  until (( $(grep -c RESULT_DELIVERED "$work/nephrad.log" || true) > delivered )); do sleep 0.2; done
+  t1=$(date -d "$(grep RESULT_DELIVERED "$work/nephrad.log" | tail -n 1 | cut -d' ' -f1)" +%s.%N)
+  (( $(sr_count) > before )) || { echo "$1: the node says delivered, but Orthanc has no new SR" >&2; exit 1; }
   /usr/bin/python3 - "$1" "$n" "$t0" "$t1" "$stable" "$work/nephrad.log" <<'PY'
 import re, sys
 label, n, t0, t1, stable, log = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]), float(sys.argv[4]), float(sys.argv[5]), sys.argv[6]
 lines = open(log).read().splitlines()
-ms = lambda ev: [int(m.group(1)) for l in lines if ev in l for m in [re.search(r" ms=(\d+)", l)] if m]
+ms = lambda ev, key="ms": [int(m.group(1)) for l in lines if ev in l for m in [re.search(r" " + key + r"=(\d+)", l)] if m]
 latency = t1 - t0 - stable
 print(f"{label}: slices={n} latency_s={latency:.2f} (target 10 s: ratio {latency / 10:.2f}) "
       f"classify_ms={ms('STUDY_CLASSIFIED')[-1]} classify+results_ms={ms('RESULTS_WRITTEN')[-1]} "
-      f"slices_per_s={n / (ms('STUDY_CLASSIFIED')[-1] / 1000):.1f}")
+      f"slices_per_s={n / (ms('STUDY_CLASSIFIED')[-1] / 1000):.1f} "
+      f"(inference_ms={(ms('STUDY_CLASSIFIED', 'inference_ms') or ['n/a'])[-1]} "
+      f"load_wait_ms={(ms('STUDY_CLASSIFIED', 'load_wait_ms') or ['n/a'])[-1]})")
 PY
 }
 

@@ -125,11 +125,18 @@ std::vector<SliceResult> Classifier::classify(const std::vector<cv::Mat>& inputs
 }
 
 std::vector<SliceResult> Classifier::classify(const std::vector<Slice>& slices) {
+  // A slice already known to be outside the abdomen is "not assessed" whatever the network says: it never reaches it.
   std::vector<cv::Mat> inputs;
-  inputs.reserve(slices.size());
-  for (const auto& s : slices) inputs.push_back(s.input);
-  auto results = classify(inputs);
-  for (size_t i = 0; i < results.size(); ++i) {
+  std::vector<size_t> inferred;
+  for (size_t i = 0; i < slices.size(); ++i) {
+    if (slices[i].outside_abdomen) continue;
+    inputs.push_back(slices[i].input);
+    inferred.push_back(i);
+  }
+  auto network = classify(inputs);
+  std::vector<SliceResult> results(slices.size());
+  for (size_t k = 0; k < inferred.size(); ++k) results[inferred[k]] = std::move(network[k]);
+  for (size_t i = 0; i < slices.size(); ++i) {
     results[i].outside_abdomen = slices[i].outside_abdomen;
     results[i].not_assessed = results[i].not_assessed || slices[i].outside_abdomen;
   }

@@ -1,8 +1,10 @@
 #include "nephra/engine/study.h"
 
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <cstdio>
+#include <future>
 #include <opencv2/core/utility.hpp>
 
 namespace nephra::engine {
@@ -16,6 +18,29 @@ bool before(const SliceRecord& a, const SliceRecord& b) {
   if (a.source.instance_number != b.source.instance_number) return a.source.instance_number < b.source.instance_number;
   if (a.source.path != b.source.path) return a.source.path < b.source.path;
   return a.source.frame < b.source.frame;
+}
+
+struct LoadedChunk {
+  std::vector<Slice> slices;
+  std::vector<FileError> errors;
+};
+
+// One file after the other, on the loader's own thread: not on OpenCV's thread pool, where a 10 ms decode task
+// would hold up every layer of the network running beside it (each waits for all of the pool at its end).
+LoadedChunk load_range(const std::vector<std::filesystem::path>& files, size_t first, size_t end, const Model& model) {
+  LoadedChunk out;
+  for (size_t k = first; k < end; ++k) {
+    try {
+      for (auto& s : load_slices(files[k], model)) out.slices.push_back(std::move(s));
+    } catch (const std::exception& err) {
+      out.errors.push_back({files[k].string(), err.what()});
+    }
+  }
+  return out;
+}
+
+LoadedChunk load_chunk(const std::vector<std::filesystem::path>& files, size_t first, size_t n, const Model& model) {
+  return load_range(files, first, first + n, model);
 }
 
 std::vector<SliceRun> runs_of(const std::vector<int>& flagged, int min_run) {
@@ -146,33 +171,38 @@ StudyResult classify_files(const std::vector<std::filesystem::path>& files, Clas
                            std::vector<FileError>& errors, size_t chunk) {
   std::vector<SliceRecord> records;
   int failed = 0;
-  for (size_t first = 0; first < files.size(); first += chunk) {
-    const size_t n = std::min(files.size(), first + chunk) - first;
-    std::vector<std::vector<Slice>> loaded(n);
-    std::vector<std::string> why(n);
-    // Decoding and preprocessing dominate once inference is batched: spread the chunk over OpenCV's threads.
-    cv::parallel_for_(cv::Range(0, static_cast<int>(n)), [&](const cv::Range& range) {
-      for (int i = range.start; i < range.end; ++i) {
-        const auto k = static_cast<size_t>(i);
-        try {
-          loaded[k] = load_slices(files[first + k], classifier.model());
-        } catch (const std::exception& err) {
-          why[k] = err.what();
-        }
-      }
+  chunk = std::max<size_t>(chunk, 1);
+  const auto load_from = [&](size_t first) {
+    return std::async(std::launch::async, [&files, &classifier, first, chunk] {
+      return load_chunk(files, first, std::min(files.size(), first + chunk) - first, classifier.model());
     });
-    std::vector<Slice> slices;
-    for (size_t k = 0; k < n; ++k) {
-      if (!why[k].empty()) {
-        ++failed;
-        errors.push_back({files[first + k].string(), why[k]});
-      }
-      for (auto& s : loaded[k]) slices.push_back(std::move(s));
+  };
+  // Two chunks at most in memory: while the network infers one, the next is decoded and preprocessed.
+  std::future<LoadedChunk> next;
+  if (!files.empty()) next = load_from(0);
+  double inference = 0;
+  double load_wait = 0;
+  const auto seconds_since = [](std::chrono::steady_clock::time_point t0) {
+    return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
+  };
+  for (size_t first = 0; first < files.size(); first += chunk) {
+    const auto waited_from = std::chrono::steady_clock::now();
+    LoadedChunk loaded = next.get();
+    load_wait += seconds_since(waited_from);
+    if (first + chunk < files.size()) next = load_from(first + chunk);
+    failed += static_cast<int>(loaded.errors.size());
+    errors.insert(errors.end(), loaded.errors.begin(), loaded.errors.end());
+    const auto inferred_from = std::chrono::steady_clock::now();
+    auto results = classifier.classify(loaded.slices);
+    inference += seconds_since(inferred_from);
+    for (size_t i = 0; i < loaded.slices.size(); ++i) {
+      records.push_back({loaded.slices[i].source, std::move(results[i]), 0});
     }
-    auto results = classifier.classify(slices);
-    for (size_t i = 0; i < slices.size(); ++i) records.push_back({slices[i].source, std::move(results[i]), 0});
   }
-  return aggregate(std::move(records), classifier.model(), failed);
+  StudyResult study = aggregate(std::move(records), classifier.model(), failed);
+  study.inference_seconds = inference;
+  study.load_wait_seconds = load_wait;
+  return study;
 }
 
 }  // namespace nephra::engine

@@ -7,15 +7,17 @@ namespace {
 using nlohmann::json;
 
 json slice_object(const SliceSource& source, const SliceResult& result, const Model& model) {
-  json probs = json::object();
-  for (size_t c = 0; c < model.classes.size(); ++c) probs[model.classes[c]] = result.probabilities[c];
   json j = {{"file", source.path},
             {"class", result.not_assessed ? "not assessed" : model.classes[static_cast<size_t>(result.predicted)]},
-            {"predicted", model.classes[static_cast<size_t>(result.predicted)]},
-            {"probabilities", probs},
             {"not_assessed", result.not_assessed},
-            {"ood_score", result.ood_score},
             {"outside_abdomen", result.outside_abdomen}};
+  if (!result.probabilities.empty()) {  // empty: the slice never reached the network (outside the abdomen)
+    json probs = json::object();
+    for (size_t c = 0; c < model.classes.size(); ++c) probs[model.classes[c]] = result.probabilities[c];
+    j["predicted"] = model.classes[static_cast<size_t>(result.predicted)];
+    j["probabilities"] = probs;
+    j["ood_score"] = result.ood_score;
+  }
   if (source.frame > 0) j["frame"] = source.frame;
   if (!source.sop_instance_uid.empty()) j["sop_instance_uid"] = source.sop_instance_uid;
   if (source.instance_number != 0) j["instance_number"] = source.instance_number;

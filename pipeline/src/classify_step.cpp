@@ -43,9 +43,11 @@ class ClassifyStep : public StudyStep {
     const auto ms = [&] {
       return std::chrono::duration_cast<std::chrono::milliseconds>(std::chrono::steady_clock::now() - started).count();
     };
-    spdlog::info("STUDY_CLASSIFIED study={} round={} slices={} not_assessed={} unreadable={} findings=\"{}\" ms={}",
-                 round.study_key, round.round, study.slices.size(), study.not_assessed, study.failed,
-                 findings_text(study), ms());
+    spdlog::info(
+        "STUDY_CLASSIFIED study={} round={} slices={} not_assessed={} unreadable={} findings=\"{}\" ms={} "
+        "inference_ms={:.0f} load_wait_ms={:.0f}",
+        round.study_key, round.round, study.slices.size(), study.not_assessed, study.failed, findings_text(study), ms(),
+        study.inference_seconds * 1000, study.load_wait_seconds * 1000);
     const auto state = write_results(round, study, store);
     spdlog::info("RESULTS_WRITTEN study={} round={} state={} ms={}", round.study_key, round.round,
                  store::to_string(state), ms());

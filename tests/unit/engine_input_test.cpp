@@ -4,6 +4,7 @@
 #include <dcmtk/dcmdata/dcuid.h>
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <limits>
 
 #include <cmath>
@@ -15,6 +16,7 @@
 #include "nephra/engine/classifier.h"
 #include "nephra/engine/model.h"
 #include "nephra/engine/slice.h"
+#include "nephra/engine/study.h"
 #include "process.h"
 
 namespace fs = std::filesystem;
@@ -129,6 +131,9 @@ TEST_F(EngineInput, AxialSlicesThroughTheLungsAreNotAssessed) {
   EXPECT_FALSE(results[0].outside_abdomen);
   EXPECT_TRUE(results[1].outside_abdomen);
   EXPECT_TRUE(results[1].not_assessed);
+  EXPECT_TRUE(results[1].probabilities.empty()) << "a slice outside the abdomen never reaches the network";
+  EXPECT_TRUE(results[1].cams.empty());
+  EXPECT_EQ(results[0].probabilities.size(), model_->classes.size());
 }
 
 TEST_F(EngineInput, MultiFrameGivesOneSlicePerFrame) {
@@ -231,6 +236,44 @@ TEST_F(EngineInput, AnExportIsCroppedToTheBodyLikeDicom) {
   EXPECT_EQ(png[0].crop.x, dicom[0].crop.x + 50);
   EXPECT_LT(cv::norm(png[0].input, dicom[0].input, cv::NORM_INF), 2.0);
   EXPECT_FALSE(png[0].outside_abdomen);
+}
+
+}  // namespace
+
+namespace {
+
+// Chunks load while the previous one is inferred: the study comes out the same whatever the chunk size, broken
+// files and chest slices included.
+TEST_F(EngineInput, AStudyIsTheSameWhateverTheChunkSize) {
+  std::vector<fs::path> files;
+  for (int i = 0; i < 7; ++i) {
+    files.push_back(write_ct(tmp_.path() / ("s" + std::to_string(i) + ".dcm"), {.lungs = i % 3 == 1}));
+  }
+  std::ofstream(tmp_.path() / "broken.dcm") << "not DICOM";
+  files.push_back(tmp_.path() / "broken.dcm");
+  ng::Classifier clf(*model_, {.threads = 2, .batch = 3});
+  std::vector<ng::FileError> whole_errors;
+  const auto whole = ng::classify_files(files, clf, whole_errors, 100);
+  for (const size_t chunk : {1U, 2U, 3U}) {
+    SCOPED_TRACE(chunk);
+    std::vector<ng::FileError> errors;
+    const auto study = ng::classify_files(files, clf, errors, chunk);
+    ASSERT_EQ(errors.size(), 1U);
+    EXPECT_EQ(study.failed, 1);
+    ASSERT_EQ(study.slices.size(), whole.slices.size());
+    EXPECT_EQ(study.not_assessed, whole.not_assessed);
+    for (size_t i = 0; i < study.slices.size(); ++i) {
+      EXPECT_EQ(study.slices[i].source.path, whole.slices[i].source.path);
+      const auto& got = study.slices[i].result.probabilities;
+      const auto& want = whole.slices[i].result.probabilities;
+      ASSERT_EQ(got.size(), want.size());
+      for (size_t c = 0; c < got.size(); ++c) EXPECT_NEAR(got[c], want[c], 1e-6);
+    }
+  }
+  const auto chest = std::count_if(whole.slices.begin(), whole.slices.end(), [](const ng::SliceRecord& r) {
+    return r.result.outside_abdomen && r.result.probabilities.empty();
+  });
+  EXPECT_EQ(chest, 2) << "the two chest slices, never inferred";
 }
 
 }  // namespace

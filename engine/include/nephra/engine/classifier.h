@@ -10,7 +10,9 @@
 namespace nephra::engine {
 
 struct SliceResult {
-  std::vector<double> probabilities;  // calibrated, in model.classes order
+  // Calibrated, in model.classes order; empty (and no CAMs) for a slice that never reached the network: one outside
+  // the abdomen is known not assessed before inference.
+  std::vector<double> probabilities;
   int predicted = 0;
   double ood_score = 0.0;
   bool not_assessed = false;     // out of distribution, or outside the abdomen

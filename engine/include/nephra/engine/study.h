@@ -41,6 +41,9 @@ struct StudyResult {
   int assessed = 0;
   int not_assessed = 0;
   int failed = 0;  // slices that could not be read
+  // Where classify_files spent its time: inferring, and waiting for a chunk still loading (decode + preprocess).
+  double inference_seconds = 0;
+  double load_wait_seconds = 0;
   [[nodiscard]] bool any_present() const;
   [[nodiscard]] std::string summary() const;
 };
@@ -68,7 +71,8 @@ struct FileError {
   std::string reason;
 };
 
-// Loads and classifies files a chunk at a time (pixels of at most `chunk` files in memory), then aggregates.
+// Loads and classifies files a chunk at a time, then aggregates. The next chunk loads while one is inferred: pixels
+// of at most two chunks of `chunk` files are in memory; a slice outside the abdomen skips the network.
 StudyResult classify_files(const std::vector<std::filesystem::path>& files, Classifier& classifier,
                            std::vector<FileError>& errors, size_t chunk = 32);
 
