@@ -1,6 +1,7 @@
 // Engine throughput: slices per second through nephra::engine::Classifier (preprocessed 224x224 inputs, so only
 // inference + calibration + OOD + CAM is timed). The GEMM peak it is compared with: gemm_bench.cpp.
-//   nephra_engine_bench MODEL.json SLICES THREADS BATCH    → one JSON line
+//   nephra_engine_bench MODEL.json SLICES THREADS BATCH [DICOM...]   → one JSON line
+// Inputs: random images, or the given DICOM files preprocessed as the node does (repeated up to SLICES).
 #include <chrono>
 #include <cstdlib>
 #include <iostream>
@@ -9,6 +10,7 @@
 #include <string>
 
 #include "nephra/engine/classifier.h"
+#include "nephra/engine/slice.h"
 
 namespace {
 
@@ -19,8 +21,8 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 }  // namespace
 
 int main(int argc, char** argv) {
-  if (argc != 5) {
-    std::cerr << "usage: nephra_engine_bench MODEL.json SLICES THREADS BATCH\n";
+  if (argc < 5) {
+    std::cerr << "usage: nephra_engine_bench MODEL.json SLICES THREADS BATCH [DICOM...]\n";
     return 2;
   }
   const int slices = std::atoi(argv[2]);
@@ -30,7 +32,15 @@ int main(int argc, char** argv) {
   cv::setNumThreads(threads);
   cv::RNG rng(7);
   std::vector<cv::Mat> inputs;
+  std::vector<cv::Mat> real;
+  for (int a = 5; a < argc; ++a) {
+    for (const auto& s : nephra::engine::load_slices(argv[a], clf.model())) real.push_back(s.input);
+  }
   for (int i = 0; i < slices; ++i) {
+    if (!real.empty()) {
+      inputs.push_back(real[static_cast<size_t>(i) % real.size()]);
+      continue;
+    }
     cv::Mat m(clf.model().input_size, clf.model().input_size, CV_8U);
     rng.fill(m, cv::RNG::UNIFORM, 0, 256);
     inputs.push_back(m);
@@ -39,7 +49,8 @@ int main(int argc, char** argv) {
   const auto t0 = std::chrono::steady_clock::now();
   const auto results = clf.classify(inputs);
   const double secs = seconds_since(t0);
-  std::cout << R"({"bench":"nephra_engine","slices":)" << results.size() << R"(,"threads":)" << threads
+  std::cout << R"({"bench":"nephra_engine","inputs":")" << (real.empty() ? "random" : "dicom") << R"(","slices":)"
+            << results.size() << R"(,"threads":)" << threads
             << R"(,"batch":)" << batch << R"(,"seconds":)" << secs << R"(,"slices_per_s":)" << slices / secs << "}\n";
   return 0;
 }

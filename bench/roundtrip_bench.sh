@@ -72,7 +72,17 @@ label, n, t0, t1, stable, log = sys.argv[1], int(sys.argv[2]), float(sys.argv[3]
 lines = open(log).read().splitlines()
 ms = lambda ev, key="ms": [int(m.group(1)) for l in lines if ev in l for m in [re.search(r" " + key + r"=(\d+)", l)] if m]
 latency = t1 - t0 - stable
-print(f"{label}: slices={n} latency_s={latency:.2f} (target 10 s: ratio {latency / 10:.2f}) "
+from datetime import datetime
+def at(ev):  # epoch seconds of the last line with this event (the log's local-time stamps)
+    hit = [l for l in lines if ev in l][-1]
+    return datetime.fromisoformat(hit.split(" ", 1)[0]).timestamp()
+stages = (f"stages_s: seal={at('STUDY_STABLE') - t0 - stable:.2f} "
+          f"queue+inventory={at('STUDY_CLASSIFIED') - ms('STUDY_CLASSIFIED')[-1] / 1000 - at('STUDY_STABLE'):.2f} "
+          f"classify={ms('STUDY_CLASSIFIED')[-1] / 1000:.2f} "
+          f"write={(ms('RESULTS_WRITTEN')[-1] - ms('STUDY_CLASSIFIED')[-1]) / 1000:.2f} "
+          f"deliver={at('RESULT_DELIVERED') - at('RESULTS_WRITTEN'):.2f}")
+print(stages)
+print(f"{label}: slices={n} latency_s={latency:.2f} (500-slice target 5 s: ratio {latency / 5:.2f}) "
       f"classify_ms={ms('STUDY_CLASSIFIED')[-1]} classify+results_ms={ms('RESULTS_WRITTEN')[-1]} "
       f"slices_per_s={n / (ms('STUDY_CLASSIFIED')[-1] / 1000):.1f} "
       f"(inference_ms={(ms('STUDY_CLASSIFIED', 'inference_ms') or ['n/a'])[-1]} "

@@ -115,6 +115,8 @@ Classifier::~Classifier() = default;
 
 const Model& Classifier::model() const { return impl_->model; }
 
+size_t Classifier::batch_size() const { return static_cast<size_t>(std::max(1, impl_->options.batch)); }
+
 std::vector<SliceResult> Classifier::classify(const std::vector<cv::Mat>& inputs) {
   std::vector<SliceResult> results(inputs.size());
   const auto batch = static_cast<size_t>(std::max(1, impl_->options.batch));

@@ -33,6 +33,7 @@ class Classifier {
   Classifier& operator=(const Classifier&) = delete;
 
   [[nodiscard]] const Model& model() const;
+  [[nodiscard]] size_t batch_size() const;
   // Thread-safe (one network, serialised): results in the order of `inputs` (each model input_size², CV_8U).
   std::vector<SliceResult> classify(const std::vector<cv::Mat>& inputs);
   std::vector<SliceResult> classify(const std::vector<Slice>& slices);
