@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
 # Instances per second received: nephrad (fsync + rename + directory fsync before every ack) against DCMTK's
-# storescp (TCP_NODELAY set, no fsync), same disk, same sender, same run.
+# storescp (TCP_NODELAY set, no fsync) and against the disk's own durable-write rate for the same files (write a
+# temporary file, fsync, rename into the folder, fsync the folder: what nephrad must do per instance, with no
+# network and no DICOM), same disk, same sender, same run.
 #   bench/ingest_bench.sh [BUILD_DIR] [COPIES] [REPEATS]
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
@@ -60,9 +62,31 @@ TOML
   echo "$s"
 }
 
-echo "instances=$n repeats=$repeats sender=storescu (one association, TCP_NODELAY=1)"
-printf "%-8s %-12s %-12s %-8s\n" run storescp/s nephrad/s ratio
+run_disk() {  # prints seconds to write every file durably, one after the other
+  rm -rf "$work/disk" && mkdir -p "$work/disk/tmp" "$work/disk/open"
+  /usr/bin/python3 - "$work/in" "$work/disk" <<'PY'
+import os, sys, time
+src, dst = sys.argv[1], sys.argv[2]
+files = sorted(os.path.join(d, f) for d, _, fs in os.walk(src) for f in fs if f.endswith(".dcm"))
+data = [open(f, "rb").read() for f in files]  # read first: only the writes are timed
+folder = os.open(os.path.join(dst, "open"), os.O_RDONLY | os.O_DIRECTORY)
+t0 = time.monotonic()
+for i, blob in enumerate(data):
+    tmp = os.path.join(dst, "tmp", "%d.part" % i)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+    os.write(fd, blob)
+    os.fsync(fd)
+    os.close(fd)
+    os.rename(tmp, os.path.join(dst, "open", "%d.dcm" % i))
+    os.fsync(folder)
+print(time.monotonic() - t0)
+PY
+}
+
+echo "instances=$n ($(( $(du -sk "$work/in" | cut -f1) / n )) KB each) repeats=$repeats sender=storescu (one association, TCP_NODELAY=1)"
+printf "%-6s %-12s %-12s %-12s %-16s %-16s\n" run disk/s storescp/s nephrad/s nephrad/disk nephrad/storescp
 for r in $(seq 1 "$repeats"); do
-  a=$(run_storescp); b=$(run_nephrad)
-  printf "%-8s %-12.0f %-12.0f %-8.2f\n" "$r" "$(echo "$n / $a" | bc -l)" "$(echo "$n / $b" | bc -l)" "$(echo "$a / $b" | bc -l)"
+  d=$(run_disk); a=$(run_storescp); b=$(run_nephrad)
+  printf "%-6s %-12.0f %-12.0f %-12.0f %-16.2f %-16.2f\n" "$r" "$(echo "$n / $d" | bc -l)" "$(echo "$n / $a" | bc -l)" \
+    "$(echo "$n / $b" | bc -l)" "$(echo "$d / $b" | bc -l)" "$(echo "$a / $b" | bc -l)"
 done
