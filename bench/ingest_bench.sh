@@ -14,11 +14,14 @@ series="${NEPHRA_SHARED:-$root/../shared}/data/dicom/tcia-pancreatic-ct-cbct-seg
 work="$(mktemp -d "${TMPDIR:-/var/tmp}/nephra-bench-XXXXXX")"
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$work"' EXIT
 
-# The series repeated with new study, series and instance UIDs.
+# The series repeated as COPIES studies: one new study and series UID per copy, a new instance UID per file
+# (dcmodify -gst/-gse would give every file a study of its own: 1,072 one-instance studies, which is not what an
+# archive sends and costs the node a study folder per instance).
 mkdir -p "$work/in"
 for i in $(seq 1 "$copies"); do
   mkdir -p "$work/in/$i" && cp "$series"/*.dcm "$work/in/$i/"
-  dcmodify -nb -gst -gse -gin "$work/in/$i"/*.dcm >/dev/null
+  read -r study_uid series_uid < <(/usr/bin/python3 -c 'import uuid; print("2.25.%d 2.25.%d" % (uuid.uuid4().int, uuid.uuid4().int))')
+  dcmodify -nb -m "StudyInstanceUID=$study_uid" -m "SeriesInstanceUID=$series_uid" -gin "$work/in/$i"/*.dcm >/dev/null
 done
 n=$(find "$work/in" -name '*.dcm' | wc -l)
 port=$((20000 + RANDOM % 20000))

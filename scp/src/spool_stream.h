@@ -23,6 +23,8 @@ class CappedFileStream : public DcmOutputStream {
   [[nodiscard]] std::uintmax_t written() const;
   // Why the file could not be written ("" when it could, or when only the cap stopped it).
   [[nodiscard]] std::string error() const;
+  // fsync through the descriptor that wrote the file: "" once its data are durable, or why not.
+  [[nodiscard]] std::string sync();
 
  private:
   class Consumer;

@@ -180,12 +180,14 @@ OFCondition StoreScp::receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentatio
     } else {
       cond = DIMSE_ignoreDataSet(assoc_, getDIMSEBlockingMode(), static_cast<int>(getDIMSETimeout()), nullptr, nullptr);
     }
+    std::string write_error = file.error();
+    if (!file.over_cap() && write_error.empty() && cond.good()) write_error = file.sync();  // durable before the ack
     if (file.over_cap()) {
       status = too_large(calling_ae, "size_mb", static_cast<double>(file.written()) / kMiB);
-    } else if (!file.error().empty()) {
+    } else if (!write_error.empty()) {
       stats_.rejected_spool_failure.inc();
       spdlog::error("SPOOL_WRITE_FAILED calling_ae={} status=0x{:04X} reason=\"{}\"", calling_ae, kOutOfResources,
-                    file.error());
+                    write_error);
       status = kOutOfResources;
     }
   }
@@ -203,8 +205,10 @@ OFCondition StoreScp::receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentatio
     status = ingest(req, {calling_ae, tmp, data_set_offset, transfer_syntax.c_str(), cap});
     stats_.store_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   }
-  std::error_code ec;
-  std::filesystem::remove(tmp, ec);  // gone already when stored
+  if (status != STATUS_Success) {  // a stored file has moved into its study
+    std::error_code ec;
+    std::filesystem::remove(tmp, ec);
+  }
   return sendSTOREResponse(presInfo.presentationContextID, req, status);
 }
 
@@ -285,7 +289,8 @@ Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, const Received& in) {
     return too_large(calling_ae, "decoded_mb", decoded);
   }
   try {
-    const StoreResult result = spool_.store_file(info, file, static_cast<size_t>(cfg_->study.max_instances));
+    const StoreResult result =
+        spool_.store_file(info, file, static_cast<size_t>(cfg_->study.max_instances), store::Written::kSynced);
     ++stored_;
     stats_.instances_stored.inc();
     sink_.on_stored(info, result);

@@ -235,11 +235,11 @@ StoreResult RoundStore::store(const InstanceInfo& info, const Writer& write, siz
   return store_file(info, tmp, max_open);
 }
 
-StoreResult RoundStore::store_file(const InstanceInfo& info, const fs::path& tmp, size_t max_open) {
+StoreResult RoundStore::store_file(const InstanceInfo& info, const fs::path& tmp, size_t max_open, Written state) {
   StoreResult result;
   result.study_key = study_key_of(info.calling_ae, info.study_uid);
   try {
-    io::fsync_path(tmp);
+    if (state == Written::kNotSynced) io::fsync_path(tmp);
 
     const auto lock = lock_for(result.study_key);
     const std::lock_guard guard(*lock);

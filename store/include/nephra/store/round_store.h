@@ -57,6 +57,9 @@ struct StudyRound {
   std::filesystem::path dir;
 };
 
+// Whether a file handed to the store is durable already.
+enum class Written { kNotSynced, kSynced };
+
 enum class RoundState { kSealed, kClassified, kDone, kDeadLettered, kQuarantined, kSuperseded };
 std::string_view to_string(RoundState state);
 // Nothing more will happen to a round in this state (retention may remove it).
@@ -140,8 +143,10 @@ class RoundStore {
   // Durable on return: data and directory entry are fsync'd. Throws SpoolError and leaves no file on failure;
   // StudyFullError when the study's open round already holds `max_open` instances (0 = no limit).
   StoreResult store(const InstanceInfo& info, const Writer& write, size_t max_open = 0);
-  // The same for bytes already written to `written` (a path from new_tmp_path()), which it takes over.
-  StoreResult store_file(const InstanceInfo& info, const std::filesystem::path& written, size_t max_open = 0);
+  // The same for bytes already written to `written` (a path from new_tmp_path()), which it takes over; kSynced:
+  // the writer has fsynced it already (through its own descriptor).
+  StoreResult store_file(const InstanceInfo& info, const std::filesystem::path& written, size_t max_open = 0,
+                         Written state = Written::kNotSynced);
   // A fresh temporary path on the store's file system, for a writer that streams into it.
   std::filesystem::path new_tmp_path();
 
