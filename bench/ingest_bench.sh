@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Instances per second received: nephrad (fsync + rename + directory fsync before every ack) against DCMTK's
-# storescp (TCP_NODELAY set, no fsync) and against the disk's own durable-write rate for the same files (write a
+# storescp (TCP_NODELAY set, no fsync), Orthanc (as an archive would receive them) and against the disk's own durable-write rate for the same files (write a
 # temporary file, fsync, rename into the folder, fsync the folder: what nephrad must do per instance, with no
 # network and no DICOM), same disk, same sender, same run.
 #   bench/ingest_bench.sh [BUILD_DIR] [COPIES] [REPEATS]
@@ -65,6 +65,21 @@ TOML
   echo "$s"
 }
 
+run_orthanc() {  # Orthanc as an archive receiving the same files: it acknowledges after its index and storage writes
+  rm -rf "$work/orthanc" && mkdir -p "$work/orthanc/db"
+  local http=$((port + 1))
+  cat >"$work/orthanc/orthanc.json" <<JSON
+{"Name":"bench","StorageDirectory":"$work/orthanc/db","IndexDirectory":"$work/orthanc/db","StorageCompression":false,
+ "Plugins":[],"HttpPort":$http,"RemoteAccessAllowed":false,"AuthenticationEnabled":false,"DicomAet":"ORTHANC",
+ "DicomPort":$port,"DicomCheckCalledAet":false,"DicomAlwaysAllowStore":true,"DicomAlwaysAllowEcho":true}
+JSON
+  Orthanc "$work/orthanc/orthanc.json" >"$work/orthanc/log" 2>&1 &
+  local pid=$!
+  until curl -sf "http://127.0.0.1:$http/system" >/dev/null; do sleep 0.1; done
+  local s; s=$(send ORTHANC); kill "$pid"; wait "$pid" 2>/dev/null || true
+  echo "$s"
+}
+
 run_disk() {  # prints seconds to write every file durably, one after the other
   rm -rf "$work/disk" && mkdir -p "$work/disk/tmp" "$work/disk/open"
   /usr/bin/python3 - "$work/in" "$work/disk" <<'PY'
@@ -87,9 +102,16 @@ PY
 }
 
 echo "instances=$n ($(( $(du -sk "$work/in" | cut -f1) / n )) KB each) repeats=$repeats sender=storescu (one association, TCP_NODELAY=1)"
-printf "%-6s %-12s %-12s %-12s %-16s %-16s\n" run disk/s storescp/s nephrad/s nephrad/disk nephrad/storescp
+have_orthanc=0
+command -v Orthanc >/dev/null && have_orthanc=1
+printf "%-4s %-8s %-11s %-10s %-10s %-13s %-17s %-16s\n" run disk/s storescp/s orthanc/s nephrad/s nephrad/disk \
+  nephrad/storescp nephrad/orthanc
 for r in $(seq 1 "$repeats"); do
   d=$(run_disk); a=$(run_storescp); b=$(run_nephrad)
-  printf "%-6s %-12.0f %-12.0f %-12.0f %-16.2f %-16.2f\n" "$r" "$(echo "$n / $d" | bc -l)" "$(echo "$n / $a" | bc -l)" \
-    "$(echo "$n / $b" | bc -l)" "$(echo "$d / $b" | bc -l)" "$(echo "$a / $b" | bc -l)"
+  o=""
+  [ "$have_orthanc" = 1 ] && o=$(run_orthanc)
+  printf "%-4s %-8.0f %-11.0f %-10s %-10.0f %-13.2f %-17.2f %-16s\n" "$r" "$(echo "$n / $d" | bc -l)" \
+    "$(echo "$n / $a" | bc -l)" "${o:+$(echo "$n / $o" | bc -l | xargs printf '%.0f')}" "$(echo "$n / $b" | bc -l)" \
+    "$(echo "$d / $b" | bc -l)" "$(echo "$a / $b" | bc -l)" "${o:+$(echo "$o / $b" | bc -l | xargs printf '%.2f')}"
 done
+[ "$have_orthanc" = 1 ] || echo "(Orthanc not installed: its column is empty)"
