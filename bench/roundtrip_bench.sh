@@ -3,6 +3,7 @@
 # (study.stable_seconds; delivered = the node's RESULT_DELIVERED, once Orthanc acknowledged every result), for the 134-slice TCIA series and a ~500-slice study (the series repeated with new series
 # and instance UIDs in the same study). The node's log gives the breakdown (classify, write results, deliver).
 #   bench/roundtrip_bench.sh build/release [SERIES_DIR]
+#   NEPHRA_BENCH_LARGE=1 also runs 1,000- and 2,000-slice studies and prints the node's peak RSS for each.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${1:-build/release}"
@@ -90,5 +91,15 @@ print(f"{label}: slices={n} latency_s={latency:.2f} (500-slice target 5 s: ratio
 PY
 }
 
+peak_rss() { awk '/^VmHWM:/ { printf "%.0f MiB", $2 / 1024 }' "/proc/$(cat "$work/nephrad.pid")/status"; }
+reset_peak() { echo 5 > "/proc/$(cat "$work/nephrad.pid")/clear_refs" 2>/dev/null || true; }
+
 run_case "134-slice series" "$(make_study 1 134)"
 run_case "500-slice study" "$(make_study 4 500)"
+if [ "${NEPHRA_BENCH_LARGE:-0}" = 1 ]; then  # how latency and memory grow with the study
+  for n in 1000 2000; do
+    reset_peak
+    run_case "$n-slice study" "$(make_study $(( (n + 133) / 134 )) "$n")"
+    echo "  nephrad peak RSS during the $n-slice study: $(peak_rss)"
+  done
+fi
