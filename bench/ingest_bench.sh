@@ -1,14 +1,17 @@
 #!/usr/bin/env bash
 # Instances per second received: nephrad (fsync + rename + directory fsync before every ack) against DCMTK's
-# storescp (TCP_NODELAY set, no fsync), Orthanc (as an archive would receive them) and against the disk's own durable-write rate for the same files (write a
-# temporary file, fsync, rename into the folder, fsync the folder: what nephrad must do per instance, with no
-# network and no DICOM), same disk, same sender, same run.
-#   bench/ingest_bench.sh [BUILD_DIR] [COPIES] [REPEATS]
+# storescp (TCP_NODELAY set, no fsync), Orthanc (as an archive would receive them) and the disk's own
+# durable-write rate for the same files (write a temporary file, fsync, rename into the folder, fsync the folder:
+# what nephrad must do per instance, with no network and no DICOM), same disk, same sender, same run.
+#   bench/ingest_bench.sh [BUILD_DIR] [COPIES] [REPEATS] [SENDERS]
+# SENDERS (default 1): that many storescu associations at once, each sending its share of the studies (and the
+# disk script as that many writers at once).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build/release}"
 copies="${2:-8}"
 repeats="${3:-3}"
+senders="${4:-1}"
 series="${NEPHRA_SHARED:-$root/../shared}/data/dicom/tcia-pancreatic-ct-cbct-seg-001"
 [[ -d "$series" ]] || series="$root/tests/data/tcia-kidney-slices"
 work="$(mktemp -d "${TMPDIR:-/var/tmp}/nephra-bench-XXXXXX")"
@@ -27,10 +30,16 @@ n=$(find "$work/in" -name '*.dcm' | wc -l)
 port=$((20000 + RANDOM % 20000))
 export TCP_NODELAY=1
 
-send() { # prints seconds
-  local start end
+send() { # prints seconds until every sender is done
+  local start end s pids=()
   start=$(date +%s.%N)
-  storescu -aet BENCH -aec "$1" +sd +r -R 127.0.0.1 "$port" "$work/in" >/dev/null 2>&1
+  for s in $(seq 0 $((senders - 1))); do
+    local mine=()
+    for i in $(seq 1 "$copies"); do [ $(((i - 1) % senders)) -eq "$s" ] && mine+=("$work/in/$i"); done
+    storescu -aet BENCH -aec "$1" +sd +r -R 127.0.0.1 "$port" "${mine[@]}" >/dev/null 2>&1 &
+    pids+=($!)
+  done
+  wait "${pids[@]}"
   end=$(date +%s.%N)
   echo "$end - $start" | bc -l
 }
@@ -82,26 +91,32 @@ JSON
 
 run_disk() {  # prints seconds to write every file durably, one after the other
   rm -rf "$work/disk" && mkdir -p "$work/disk/tmp" "$work/disk/open"
-  /usr/bin/python3 - "$work/in" "$work/disk" <<'PY'
-import os, sys, time
-src, dst = sys.argv[1], sys.argv[2]
+  /usr/bin/python3 - "$work/in" "$work/disk" "$senders" <<'PY'
+import os, sys, threading, time
+src, dst, writers = sys.argv[1], sys.argv[2], int(sys.argv[3])
 files = sorted(os.path.join(d, f) for d, _, fs in os.walk(src) for f in fs if f.endswith(".dcm"))
 data = [open(f, "rb").read() for f in files]  # read first: only the writes are timed
-folder = os.open(os.path.join(dst, "open"), os.O_RDONLY | os.O_DIRECTORY)
+def write(w):  # one writer: every writers-th file, each into the folder of its writer
+    folder_path = os.path.join(dst, "open", str(w))
+    os.makedirs(folder_path)
+    folder = os.open(folder_path, os.O_RDONLY | os.O_DIRECTORY)
+    for i in range(w, len(data), writers):
+        tmp = os.path.join(dst, "tmp", "%d.part" % i)
+        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        os.write(fd, data[i])
+        os.fsync(fd)  # releases the GIL: the writers' fsyncs overlap as the node's associations' do
+        os.close(fd)
+        os.rename(tmp, os.path.join(folder_path, "%d.dcm" % i))
+        os.fsync(folder)
 t0 = time.monotonic()
-for i, blob in enumerate(data):
-    tmp = os.path.join(dst, "tmp", "%d.part" % i)
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
-    os.write(fd, blob)
-    os.fsync(fd)
-    os.close(fd)
-    os.rename(tmp, os.path.join(dst, "open", "%d.dcm" % i))
-    os.fsync(folder)
+threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
+for t in threads: t.start()
+for t in threads: t.join()
 print(time.monotonic() - t0)
 PY
 }
 
-echo "instances=$n ($(( $(du -sk "$work/in" | cut -f1) / n )) KB each) repeats=$repeats sender=storescu (one association, TCP_NODELAY=1)"
+echo "instances=$n ($(( $(du -sk "$work/in" | cut -f1) / n )) KB each) repeats=$repeats senders=$senders storescu association(s) at once, TCP_NODELAY=1"
 have_orthanc=0
 command -v Orthanc >/dev/null && have_orthanc=1
 printf "%-4s %-8s %-11s %-10s %-10s %-13s %-17s %-16s\n" run disk/s storescp/s orthanc/s nephrad/s nephrad/disk \
