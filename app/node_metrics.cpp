@@ -29,6 +29,7 @@ void register_scp(metrics::Registry& r, const scp::ScpStats& s) {
   r.add(assoc, assoc_help, s.associations_rejected_called_ae, {{"result", "rejected_called_ae"}});
   r.add(assoc, assoc_help, s.associations_rejected_calling_ae, {{"result", "rejected_calling_ae"}});
   r.add(assoc, assoc_help, s.associations_rejected_address, {{"result", "rejected_address"}});
+  r.add(assoc, assoc_help, s.associations_rejected_certificate, {{"result", "rejected_certificate"}});
   r.add(assoc, assoc_help, s.associations_rejected_limit, {{"result", "rejected_limit"}});
   r.add(assoc, assoc_help, s.associations_rejected_spool_low, {{"result", "rejected_spool_low"}});
   r.add(assoc, assoc_help, s.associations_failed, {{"result", "failed"}});

@@ -201,6 +201,7 @@ class Reader {
     tls.private_key = string(t, at, "private_key", tls.private_key.string());
     tls.ca_certificates = string(t, at, "ca_certificates", tls.ca_certificates.string());
     tls.require_client_certificate = boolean(t, at, "require_client_certificate", tls.require_client_certificate);
+    tls.bind_calling_ae = boolean(t, at, "bind_calling_ae", tls.bind_calling_ae);
   }
 
   // TLS in either direction needs all three files; say which is missing rather than fail at the first handshake.
@@ -346,6 +347,7 @@ const std::map<std::string, KeepField>& fields() {
       {"tls.private_key", field(&Config::tls, &Config::Tls::private_key)},
       {"tls.ca_certificates", field(&Config::tls, &Config::Tls::ca_certificates)},
       {"tls.require_client_certificate", field(&Config::tls, &Config::Tls::require_client_certificate)},
+      {"tls.bind_calling_ae", field(&Config::tls, &Config::Tls::bind_calling_ae)},
       {"http.enabled", field(&Config::http, &Config::Http::enabled)},
       {"http.bind", field(&Config::http, &Config::Http::bind)},
       {"http.port", field(&Config::http, &Config::Http::port)},

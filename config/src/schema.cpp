@@ -97,6 +97,11 @@ const std::vector<KeyInfo> kRows = {
      "Certificates (PEM) of the authorities whose certificates archives present; checked both ways.", 0, 0, kRestart},
     {"tls.require_client_certificate", "boolean", "true",
      "Callers must present a certificate signed by one of those authorities (mutual TLS).", 0, 0, kRestart},
+    {"tls.bind_calling_ae", "boolean", "false",
+     "A caller's certificate must also name the archive its calling AE title belongs to (the peer's tls_name, else "
+     "its host), the name checked when results go back to it; otherwise any trusted certificate may use any "
+     "declared AE title.",
+     0, 0, kLive},
     {"http.enabled", "boolean", "true", "Serve /healthz and /metrics over HTTP.", 0, 0, kRestart},
     {"http.bind", "string", "\"127.0.0.1\"",
      "IPv4 address of the health and metrics endpoint; keep it on loopback unless a firewall guards it.", 0, 0,

@@ -1,6 +1,7 @@
 #include "store_scp.h"
 
 #include "spool_stream.h"
+#include "tls.h"
 
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
@@ -124,6 +125,13 @@ OFBool StoreScp::checkCallingAETitleAccepted(const OFString& callingAE) {
     stats_.associations_rejected_address.inc();
     spdlog::warn("SCP_ASSOC_REJECTED reason=calling_address_not_allowed calling_ae={} peer={} expected_host={}",
                  peer->ae_title, getPeerIP().c_str(), peer->host);
+    return OFFalse;
+  }
+  // With it, a certificate from the hospital's authority is not enough: it must be the archive's own.
+  if (cfg_->tls.enabled && cfg_->tls.bind_calling_ae && !certificate_names(assoc_, certificate_name_of(*peer))) {
+    stats_.associations_rejected_certificate.inc();
+    spdlog::warn("SCP_ASSOC_REJECTED reason=certificate_does_not_name_peer calling_ae={} peer={} expected_name={}",
+                 peer->ae_title, getPeerIP().c_str(), certificate_name_of(*peer));
     return OFFalse;
   }
   return OFTrue;

@@ -6,10 +6,7 @@
 #include <dcmtk/dcmnet/dimse.h>
 #include <dcmtk/dcmnet/diutil.h>
 
-#include <arpa/inet.h>
-#include <dcmtk/dcmnet/dcmtrans.h>
 #include <dcmtk/dcmnet/dul.h>
-#include <openssl/x509v3.h>
 
 #include <memory>
 #include <set>
@@ -63,21 +60,6 @@ bool load(Instance& inst) {
   inst.sop_class = cls.c_str();
   inst.sop_instance = uid.c_str();
   return !inst.sop_class.empty() && !inst.sop_instance.empty();
-}
-
-// Whether the peer's certificate carries `name` (a DNS name, or an IP address) as checked by OpenSSL.
-bool certificate_names(T_ASC_Association* assoc, const std::string& name) {
-  DcmTransportConnection* conn = DUL_getTransportConnection(assoc->DULassociation);
-  const unsigned long len = conn == nullptr ? 0 : conn->getPeerCertificateLength();
-  if (len == 0) return false;
-  std::vector<unsigned char> der(len);
-  if (conn->getPeerCertificate(der.data(), len) != len) return false;
-  const unsigned char* p = der.data();
-  const std::unique_ptr<X509, decltype(&X509_free)> cert(d2i_X509(nullptr, &p, static_cast<long>(len)), X509_free);
-  if (!cert) return false;
-  in_addr ip{};
-  if (::inet_pton(AF_INET, name.c_str(), &ip) == 1) return X509_check_ip_asc(cert.get(), name.c_str(), 0) == 1;
-  return X509_check_host(cert.get(), name.c_str(), name.size(), 0, nullptr) == 1;
 }
 
 SendResult associate(const StoreTarget& t, const std::set<std::string>& sop_classes, Network& n) {

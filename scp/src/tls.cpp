@@ -1,7 +1,13 @@
 #include "tls.h"
 
+#include <arpa/inet.h>
+#include <dcmtk/dcmnet/dcmtrans.h>
+#include <dcmtk/dcmnet/dul.h>
+#include <openssl/x509v3.h>
+
 #include <stdexcept>
 #include <string>
+#include <vector>
 
 namespace nephra::scp {
 namespace {
@@ -31,6 +37,24 @@ std::unique_ptr<DcmTLSTransportLayer> make_tls_layer(T_ASC_NetworkRole role, con
   const bool verify = role == NET_REQUESTOR || tls.require_client_certificate;
   layer->setCertificateVerification(verify ? DCV_requireCertificate : DCV_ignoreCertificate);
   return layer;
+}
+
+bool certificate_names(T_ASC_Association* assoc, const std::string& name) {
+  DcmTransportConnection* conn = DUL_getTransportConnection(assoc->DULassociation);
+  const unsigned long len = conn == nullptr ? 0 : conn->getPeerCertificateLength();
+  if (len == 0) return false;
+  std::vector<unsigned char> der(len);
+  if (conn->getPeerCertificate(der.data(), len) != len) return false;
+  const unsigned char* p = der.data();
+  const std::unique_ptr<X509, decltype(&X509_free)> cert(d2i_X509(nullptr, &p, static_cast<long>(len)), X509_free);
+  if (!cert) return false;
+  in_addr ip{};
+  if (::inet_pton(AF_INET, name.c_str(), &ip) == 1) return X509_check_ip_asc(cert.get(), name.c_str(), 0) == 1;
+  return X509_check_host(cert.get(), name.c_str(), name.size(), 0, nullptr) == 1;
+}
+
+const std::string& certificate_name_of(const config::Peer& peer) {
+  return peer.tls_name.empty() ? peer.host : peer.tls_name;
 }
 
 }  // namespace nephra::scp

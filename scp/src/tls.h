@@ -4,6 +4,7 @@
 #include <dcmtk/dcmtls/tlslayer.h>
 
 #include <memory>
+#include <string>
 
 #include "nephra/config/config.h"
 
@@ -13,5 +14,12 @@ namespace nephra::scp {
 // or the mismatch. As acceptor, callers without a trusted certificate fail the handshake when
 // tls.require_client_certificate is set; as requestor, the archive's certificate is always verified.
 std::unique_ptr<DcmTLSTransportLayer> make_tls_layer(T_ASC_NetworkRole role, const config::Config::Tls& tls);
+
+// Whether the certificate the peer of `assoc` presented (over TLS) carries `name`, a DNS name or an IPv4 address,
+// as OpenSSL checks it; false without TLS or without a certificate.
+bool certificate_names(T_ASC_Association* assoc, const std::string& name);
+
+// The name a peer's certificate must carry: its tls_name, or else its host.
+const std::string& certificate_name_of(const config::Peer& peer);
 
 }  // namespace nephra::scp

@@ -225,6 +225,40 @@ TEST(Tls, ResultsGoOnlyToACertificateThatNamesTheArchive) {
   impostor.wait();
 }
 
+// tls.bind_calling_ae: a certificate from the hospital's authority is not enough to send as STORESCU; it must name
+// STORESCU's archive (its tls_name). Off, any trusted certificate may (applied at reload).
+TEST(Tls, WithTheBindingOnlyTheArchivesOwnCertificateMaySendAsItsAeTitle) {
+  if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl is not installed";
+  TempDir tmp;
+  const fs::path pki = make_pki(tmp.path(), {"nephra", "archive", "other"});
+  NodeOptions options = tls_sender_options(pki, nephra::test::free_port());
+  options.extra_toml += "bind_calling_ae = true\n";
+  TestNode node(tmp.path(), options);
+  node.start();
+  const std::string fixture = (nephra::test::source_dir() / "tests" / "data" / "tcia-kidney-slices").string();
+  const auto send_with = [&](const std::string& name) {
+    return node.storescu("STORESCU", {fixture}, name + ".log",
+                         {"+tls", pem(pki, name, ".key"), pem(pki, name, ".crt"), "+cf", pem(pki, "ca", ".crt")});
+  };
+  EXPECT_NE(send_with("other"), 0) << "trusted, but not the archive's certificate";
+  EXPECT_NE(node.log().find("reason=certificate_does_not_name_peer calling_ae=STORESCU peer=127.0.0.1 "
+                            "expected_name=archive"),
+            std::string::npos)
+      << node.log();
+  EXPECT_NE(node.http_get("/metrics").find(R"(nephra_associations_total{result="rejected_certificate"} 1)"),
+            std::string::npos);
+  EXPECT_EQ(node.open_instances(), 0U);
+  EXPECT_EQ(send_with("archive"), 0) << nephra::test::read_file(tmp.path() / "archive.log");
+
+  options.extra_toml = node_tls_toml(pki);  // the binding off again
+  node.write_config(options);
+  node.signal(SIGHUP);
+  ASSERT_TRUE(nephra::test::wait_until([&] { return node.log().find("CONFIG_RELOADED") != std::string::npos; },
+                                       std::chrono::seconds(10)));
+  EXPECT_EQ(send_with("other"), 0) << "without the binding any certificate from the authority may send";
+  node.stop();
+}
+
 // The non-downgrading profile, seen from outside: TLS 1.1 and CBC suites fail the handshake, TLS 1.2 with an
 // ECDHE AEAD suite succeeds.
 TEST(Tls, OnlyTls12OrLaterWithForwardSecretAeadSuitesIsNegotiated) {

@@ -67,6 +67,7 @@ struct Config {
     std::filesystem::path private_key;
     std::filesystem::path ca_certificates;
     bool require_client_certificate = true;
+    bool bind_calling_ae = false;  // a caller's certificate must name its peer (tls_name, else host)
   } tls;
   struct Http {
     bool enabled = true;

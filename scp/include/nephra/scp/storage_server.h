@@ -37,7 +37,8 @@ struct ScpStats {
   metrics::Counter associations_accepted;
   metrics::Counter associations_rejected_called_ae;
   metrics::Counter associations_rejected_calling_ae;
-  metrics::Counter associations_rejected_address;  // calling AE known, but not from its peer's address
+  metrics::Counter associations_rejected_address;      // calling AE known, but not from its peer's address
+  metrics::Counter associations_rejected_certificate;  // tls.bind_calling_ae: the certificate names another archive
   metrics::Counter associations_rejected_spool_low;
   metrics::Counter associations_rejected_limit;
   metrics::Counter associations_failed;  // broken before negotiation finished
