@@ -121,6 +121,7 @@ TempDir::TempDir() {
 }
 
 TempDir::~TempDir() {
+  if (std::getenv("NEPHRA_KEEP_TEST_DIRS") != nullptr) return;  // to read a failed test's node log afterwards
   std::error_code ec;
   std::filesystem::remove_all(path_, ec);
 }
