@@ -231,6 +231,34 @@ TEST(Service, MetricsParseAsPrometheusTextAndCountWhatArrives) {
   node.stop();
 }
 
+// A hung archive beside a healthy one, against the real node: HUNG's results wait on its silence (up to the 15 s
+// timeout, again and again), while the same CT sent by GOOD (another study, answered to another archive) gets its
+// results well within one timeout.
+TEST(Service, AHungArchiveDelaysOnlyItsOwnResults) {
+  TempDir tmp;
+  SilentArchive silent;
+  const fs::path received = tmp.path() / "received";
+  auto good = nephra::test::start_storescp(received, tmp.path() / "storescp.log");
+  NodeOptions options;
+  options.stable_seconds = 0.5;
+  options.peers = {"HUNG", "GOOD"};
+  options.peer_ports = {{"HUNG", silent.port()}, {"GOOD", good.port}};
+  options.results_timeout_seconds = 15;
+  TestNode node(tmp.path(), options);
+  node.start();
+  ASSERT_EQ(node.storescu("HUNG", {fixture()}), 0);
+  ASSERT_TRUE(nephra::test::wait_until([&] { return silent.accepted() > 0; }, std::chrono::seconds(60))) << node.log();
+  ASSERT_EQ(node.storescu("GOOD", {fixture()}), 0);
+  EXPECT_TRUE(nephra::test::wait_until(
+      [&] { return std::regex_search(node.log(), std::regex("RESULT_DELIVERED[^\n]*peer=GOOD")); },
+      std::chrono::seconds(10)))
+      << "GOOD's results waited for HUNG's archive\n"
+      << node.log();
+  EXPECT_FALSE(files_in(received).empty());
+  EXPECT_FALSE(std::regex_search(node.log(), std::regex("RESULT_DELIVERED[^\n]*peer=HUNG")));
+  node.stop();
+}
+
 TEST(Service, SigtermWhileTheArchiveHangsExitsCleanlyAndTheNextStartDeliversEverything) {
   TempDir tmp;
   SilentArchive silent;
