@@ -119,7 +119,7 @@ size_t Classifier::batch_size() const { return static_cast<size_t>(std::max(1, i
 
 std::vector<SliceResult> Classifier::classify(const std::vector<cv::Mat>& inputs) {
   std::vector<SliceResult> results(inputs.size());
-  const auto batch = static_cast<size_t>(std::max(1, impl_->options.batch));
+  const size_t batch = batch_size();
   for (size_t first = 0; first < inputs.size(); first += batch) {
     impl_->run_batch(inputs, first, std::min(batch, inputs.size() - first), results);
   }

@@ -6,7 +6,6 @@
 #include <cstdio>
 #include <future>
 #include <iterator>
-#include <opencv2/core/utility.hpp>
 
 namespace nephra::engine {
 namespace {
@@ -28,7 +27,7 @@ struct LoadedChunk {
 
 // One file after the other, on the loader's own thread: not on OpenCV's thread pool, where a 10 ms decode task
 // would hold up every layer of the network running beside it (each waits for all of the pool at its end).
-LoadedChunk load_range(const std::vector<std::filesystem::path>& files, size_t first, size_t end, const Model& model) {
+LoadedChunk load_chunk(const std::vector<std::filesystem::path>& files, size_t first, size_t end, const Model& model) {
   LoadedChunk out;
   for (size_t k = first; k < end; ++k) {
     try {
@@ -38,10 +37,6 @@ LoadedChunk load_range(const std::vector<std::filesystem::path>& files, size_t f
     }
   }
   return out;
-}
-
-LoadedChunk load_chunk(const std::vector<std::filesystem::path>& files, size_t first, size_t n, const Model& model) {
-  return load_range(files, first, first + n, model);
 }
 
 std::vector<SliceRun> runs_of(const std::vector<int>& flagged, int min_run) {
@@ -175,7 +170,7 @@ StudyResult classify_files(const std::vector<std::filesystem::path>& files, Clas
   chunk = std::max<size_t>(chunk, 1);
   const auto load_from = [&](size_t first) {
     return std::async(std::launch::async, [&files, &classifier, first, chunk] {
-      return load_chunk(files, first, std::min(files.size(), first + chunk) - first, classifier.model());
+      return load_chunk(files, first, std::min(files.size(), first + chunk), classifier.model());
     });
   };
   // Two chunks at most in memory: while the network infers one, the next is decoded and preprocessed.
@@ -191,12 +186,12 @@ StudyResult classify_files(const std::vector<std::filesystem::path>& files, Clas
   std::vector<Slice> pending;
   const auto infer = [&](size_t count) {
     const auto inferred_from = std::chrono::steady_clock::now();
-    const std::vector<Slice> batch(std::make_move_iterator(pending.begin()),
+    const std::vector<Slice> ready(std::make_move_iterator(pending.begin()),
                                    std::make_move_iterator(pending.begin() + static_cast<std::ptrdiff_t>(count)));
     pending.erase(pending.begin(), pending.begin() + static_cast<std::ptrdiff_t>(count));
-    auto results = classifier.classify(batch);
+    auto results = classifier.classify(ready);
     inference += seconds_since(inferred_from);
-    for (size_t i = 0; i < batch.size(); ++i) records.push_back({batch[i].source, std::move(results[i]), 0});
+    for (size_t i = 0; i < ready.size(); ++i) records.push_back({ready[i].source, std::move(results[i]), 0});
   };
   const size_t batch = classifier.batch_size();
   for (size_t first = 0; first < files.size(); first += chunk) {

@@ -77,7 +77,7 @@ struct Outbox::Impl {
                                   peer.port,
                                   cfg.results.timeout_seconds,
                                   peer.tls ? &cfg.tls : nullptr,
-                                  peer.tls_name.empty() ? peer.host : peer.tls_name};
+                                  peer.certificate_name()};
     std::vector<fs::path> files;
     try {
       files = store.pending_results(d.round);

@@ -128,10 +128,10 @@ OFBool StoreScp::checkCallingAETitleAccepted(const OFString& callingAE) {
     return OFFalse;
   }
   // With it, a certificate from the hospital's authority is not enough: it must be the archive's own.
-  if (cfg_->tls.enabled && cfg_->tls.bind_calling_ae && !certificate_names(assoc_, certificate_name_of(*peer))) {
+  if (cfg_->tls.enabled && cfg_->tls.bind_calling_ae && !certificate_names(assoc_, peer->certificate_name())) {
     stats_.associations_rejected_certificate.inc();
     spdlog::warn("SCP_ASSOC_REJECTED reason=certificate_does_not_name_peer calling_ae={} peer={} expected_name={}",
-                 peer->ae_title, getPeerIP().c_str(), certificate_name_of(*peer));
+                 peer->ae_title, getPeerIP().c_str(), peer->certificate_name());
     return OFFalse;
   }
   return OFTrue;

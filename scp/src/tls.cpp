@@ -53,8 +53,4 @@ bool certificate_names(T_ASC_Association* assoc, const std::string& name) {
   return X509_check_host(cert.get(), name.c_str(), name.size(), 0, nullptr) == 1;
 }
 
-const std::string& certificate_name_of(const config::Peer& peer) {
-  return peer.tls_name.empty() ? peer.host : peer.tls_name;
-}
-
 }  // namespace nephra::scp

@@ -19,7 +19,4 @@ std::unique_ptr<DcmTLSTransportLayer> make_tls_layer(T_ASC_NetworkRole role, con
 // as OpenSSL checks it; false without TLS or without a certificate.
 bool certificate_names(T_ASC_Association* assoc, const std::string& name);
 
-// The name a peer's certificate must carry: its tls_name, or else its host.
-const std::string& certificate_name_of(const config::Peer& peer);
-
 }  // namespace nephra::scp

@@ -120,8 +120,8 @@ def dribble(sock: socket.socket) -> int:
     started = time.monotonic()
     try:
         sock.sendall(struct.pack(">BxI", 0x01, 1000))
+        sock.settimeout(2)
         while True:
-            sock.settimeout(2)
             try:
                 if not sock.recv(1):
                     break

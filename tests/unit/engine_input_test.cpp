@@ -238,10 +238,6 @@ TEST_F(EngineInput, AnExportIsCroppedToTheBodyLikeDicom) {
   EXPECT_FALSE(png[0].outside_abdomen);
 }
 
-}  // namespace
-
-namespace {
-
 // Chunks load while the previous one is inferred: the study comes out the same whatever the chunk size, broken
 // files and chest slices included.
 TEST_F(EngineInput, AStudyIsTheSameWhateverTheChunkSize) {

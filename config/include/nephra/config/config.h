@@ -16,6 +16,8 @@ struct Peer {
   int port = 0;
   bool tls = false;      // results go to this archive over DICOM TLS
   std::string tls_name;  // what its certificate must name (DNS name or IP address); empty = host
+  // The name its certificate must carry, both ways: tls_name, else host.
+  [[nodiscard]] const std::string& certificate_name() const { return tls_name.empty() ? host : tls_name; }
 };
 
 struct Config {
