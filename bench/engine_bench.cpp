@@ -50,7 +50,7 @@ int main(int argc, char** argv) {
   const auto results = clf.classify(inputs);
   const double secs = seconds_since(t0);
   std::cout << R"({"bench":"nephra_engine","inputs":")" << (real.empty() ? "random" : "dicom") << R"(","slices":)"
-            << results.size() << R"(,"threads":)" << threads
-            << R"(,"batch":)" << batch << R"(,"seconds":)" << secs << R"(,"slices_per_s":)" << slices / secs << "}\n";
+            << results.size() << R"(,"threads":)" << threads << R"(,"batch":)" << batch << R"(,"seconds":)" << secs
+            << R"(,"slices_per_s":)" << slices / secs << "}\n";
   return 0;
 }
