@@ -1,5 +1,7 @@
 #pragma once
-// A small HTTP/1.1 server (Boost.Beast) on its own thread for operations: GET /healthz and GET /metrics.
+// A small HTTP/1.1 server (Boost.Beast) on its own thread for operations: the status page, /healthz, /metrics, and
+// (when enabled) POST uploads for the try-a-slice page, handled one at a time on a second thread so that a slow
+// classification never holds up /healthz.
 #include <functional>
 #include <memory>
 #include <string>
@@ -12,8 +14,19 @@ struct HttpResponse {
   std::string body;
 };
 
-// Maps a request path (query string removed) to a response; runs on the endpoint's thread.
-using HttpHandler = std::function<HttpResponse(const std::string& path)>;
+struct HttpRequest {
+  bool post = false;  // otherwise GET or HEAD
+  std::string path;   // query string removed
+  std::string content_type;
+  std::string body;
+};
+
+// Maps a request to a response. GET and HEAD run on the endpoint's thread, POST on the upload thread.
+using HttpHandler = std::function<HttpResponse(const HttpRequest& request)>;
+
+struct HttpLimits {
+  size_t max_body_bytes = 0;  // 0: POST is refused (405)
+};
 
 class HttpEndpoint {
  public:
@@ -23,7 +36,7 @@ class HttpEndpoint {
   ~HttpEndpoint();
 
   // Binds (throws std::runtime_error naming the address if it cannot) and starts serving.
-  void start(const std::string& bind, int port);
+  void start(const std::string& bind, int port, HttpLimits limits = {});
   void stop();
 
  private:

@@ -18,7 +18,9 @@
 #include "nephra/scp/storage_server.h"
 #include "nephra/store/round_store.h"
 #include "node_metrics.h"
+#include "status_page.h"
 #include "systemd_notify.h"
+#include "try_slice.h"
 
 namespace nephra::app {
 namespace {
@@ -27,6 +29,7 @@ namespace asio = boost::asio;
 using Clock = std::chrono::steady_clock;
 
 constexpr auto kStatusPeriod = std::chrono::seconds(5);
+constexpr size_t kRoundsShown = 25;
 
 enum class Phase { kStarting, kReady, kStopping };
 
@@ -75,7 +78,9 @@ class Runtime {
   int run() {
     const auto cfg = parts_.live.get();
     try {
-      if (cfg->http.enabled) http_.start(cfg->http.bind, cfg->http.port);
+      if (cfg->http.enabled) {
+        http_.start(cfg->http.bind, cfg->http.port, {cfg->http.try_page ? kMaxTryUploadBytes : 0});
+      }
       parts_.outbox.start();
       parts_.pipeline->start();
       parts_.server->start();
@@ -97,6 +102,7 @@ class Runtime {
     });
     asio::signal_set hup(io_, SIGHUP);
     wait_for_hup(hup);
+    sample_throughput();
     arm_status_timer();
     if (const auto interval = watchdog_ping_interval()) arm_watchdog(*interval);
     io_.run();
@@ -118,7 +124,9 @@ class Runtime {
   metrics::Registry registry_;
   metrics::Counter reloads_applied_;
   metrics::Counter reloads_rejected_;
-  HttpEndpoint http_{[this](const std::string& path) { return serve(path); }};
+  Throughput throughput_;
+  double started_at_ = store::epoch_seconds();
+  HttpEndpoint http_{[this](const HttpRequest& request) { return serve(request); }};
   asio::io_context io_;
   asio::steady_timer status_timer_{io_};
   asio::steady_timer watchdog_timer_{io_};
@@ -153,7 +161,16 @@ class Runtime {
            std::to_string(p.quarantined.load());
   }
 
-  HttpResponse serve(const std::string& path) const {
+  HttpResponse serve(const HttpRequest& request) const {
+    const std::string& path = request.path;
+    if (request.post) {
+      if (path != "/try") return {404, "text/plain; charset=utf-8", "POST only to /try\n"};
+      return try_slice(*parts_.classifier, request.body, parts_.spool.new_tmp_path());
+    }
+    if (path == "/" || path == "/index.html") {
+      return {200, "text/html; charset=utf-8", status_page_html(parts_.live.get()->http.try_page)};
+    }
+    if (path == "/status.json") return {200, "application/json", status_json().dump() + "\n"};
     if (path == "/metrics") return {200, "text/plain; version=0.0.4; charset=utf-8", registry_.render()};
     if (path == "/healthz") {
       const std::string reason = unhealthy_reason();
@@ -168,8 +185,43 @@ class Runtime {
                                    {"rounds_quarantined", parts_.pipeline->stats().quarantined.load()}};
       return {reason.empty() ? 200 : 503, "application/json", body.dump() + "\n"};
     }
-    return {404, "text/plain; charset=utf-8", "not found; try /healthz or /metrics\n"};
+    return {404, "text/plain; charset=utf-8", "not found; try /, /status.json, /healthz or /metrics\n"};
   }
+
+  [[nodiscard]] nlohmann::json status_json() const {
+    const auto& p = parts_.pipeline->stats();
+    const auto& d = parts_.outbox.stats();
+    const auto cfg = parts_.live.get();
+    const double now = store::epoch_seconds();
+    const std::string reason = unhealthy_reason();
+    return {{"ready", reason.empty()},
+            {"reason", reason},
+            {"version", version_},
+            {"model", parts_.classifier->model().id()},
+            {"ae_title", cfg->node.ae_title},
+            {"uptime_s", static_cast<long>(now - started_at_)},
+            {"try_page", cfg->http.try_page},
+            {"queue",
+             {{"depth", p.queue_depth.load()},
+              {"running", p.jobs_running.load()},
+              {"done", p.jobs_done.load()},
+              {"retried", p.jobs_retried.load()},
+              {"quarantined", p.quarantined.load()}}},
+            {"deliveries",
+             {{"pending", d.pending.load()},
+              {"retrying", d.retrying.load()},
+              {"dead_lettered", d.dead_lettered.load()},
+              {"sent", d.instances_sent.load()}}},
+            {"throughput", throughput_.last_hour(counters(now))},
+            {"rounds", rounds_json(parts_.spool.recent(kRoundsShown), now)}};
+  }
+
+  [[nodiscard]] Throughput::Sample counters(double now) const {
+    return {now, parts_.pipeline->stats().instances_stored.load(), parts_.pipeline->stats().jobs_done.load(),
+            parts_.outbox.stats().instances_sent.load()};
+  }
+
+  void sample_throughput() { throughput_.record(counters(store::epoch_seconds())); }
 
   void wait_for_hup(asio::signal_set& hup) {
     hup.async_wait([this, &hup](const boost::system::error_code& ec, int) {
@@ -211,6 +263,7 @@ class Runtime {
     status_timer_.async_wait([this](const boost::system::error_code& ec) {
       if (ec) return;
       notify_status(status_line());
+      sample_throughput();
       arm_status_timer();
     });
   }

@@ -227,6 +227,7 @@ class Reader {
     h.bind = string(t, at, "bind", h.bind);
     check_ipv4("http.bind", h.bind, line_of(t));
     h.port = integer(t, at, "port", h.port);
+    h.try_page = boolean(t, at, "try_page", h.try_page);
   }
 
   static void read_log(const toml::table& t, Config::Log& log) {
@@ -351,6 +352,7 @@ const std::map<std::string, KeepField>& fields() {
       {"http.enabled", field(&Config::http, &Config::Http::enabled)},
       {"http.bind", field(&Config::http, &Config::Http::bind)},
       {"http.port", field(&Config::http, &Config::Http::port)},
+      {"http.try_page", field(&Config::http, &Config::Http::try_page)},
       {"log.level", field(&Config::log, &Config::Log::level)},
       {"log.dcmtk_level", field(&Config::log, &Config::Log::dcmtk_level)},
       {"log.target", field(&Config::log, &Config::Log::target)},

@@ -102,11 +102,16 @@ const std::vector<KeyInfo> kRows = {
      "its host), the name checked when results go back to it; otherwise any trusted certificate may use any "
      "declared AE title.",
      0, 0, kLive},
-    {"http.enabled", "boolean", "true", "Serve /healthz and /metrics over HTTP.", 0, 0, kRestart},
+    {"http.enabled", "boolean", "true", "Serve the status page (/), /status.json, /healthz and /metrics over HTTP.", 0,
+     0, kRestart},
     {"http.bind", "string", "\"127.0.0.1\"",
      "IPv4 address of the health and metrics endpoint; keep it on loopback unless a firewall guards it.", 0, 0,
      kRestart},
     {"http.port", "integer", "8080", "Port of the health and metrics endpoint.", 1, 65535, kRestart},
+    {"http.try_page", "boolean", "false",
+     "Also serve the try-a-slice form on the status page and POST /try: anyone who reaches the endpoint can have a "
+     "DICOM file or PNG/JPEG export (up to 32 MB) classified. Nothing uploaded is kept.",
+     0, 0, kRestart},
     {"log.level", "string", "\"info\"", "One of trace, debug, info, warn, error.", 0, 0, kLive},
     {"log.dcmtk_level", "string", "\"warn\"",
      "Level of DCMTK's own messages (same names). debug and trace dump DICOM headers, patient data included: "

@@ -88,7 +88,7 @@ class ClassifyStep : public StudyStep {
       ++number;
     }
     return store.commit_results(round, sr_series_uid(round.study_uid, ctx_),
-                                sr_instance_uid(round.study_uid, study, ctx_));
+                                sr_instance_uid(round.study_uid, study, ctx_), study.summary());
   }
 };
 

@@ -10,6 +10,7 @@
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
+#include <tuple>
 
 namespace fs = std::filesystem;
 
@@ -105,6 +106,10 @@ RoundRecord read_record_at(const fs::path& round_dir) {
   r.results = j.value("results", 0);
   r.sr_instance_uid = j.value("sr_instance_uid", "");
   r.sr_series_uid = j.value("sr_series_uid", "");
+  r.sealed_at = j.value("sealed_at", 0.0);
+  r.classified_at = j.value("classified_at", 0.0);
+  r.instances = j.value("instances", 0);
+  r.findings = j.value("findings", "");
   return r;
 }
 
@@ -117,7 +122,11 @@ std::string record_json(const RoundRecord& r) {
                             {"reason", r.reason},
                             {"results", r.results},
                             {"sr_instance_uid", r.sr_instance_uid},
-                            {"sr_series_uid", r.sr_series_uid}};
+                            {"sr_series_uid", r.sr_series_uid},
+                            {"sealed_at", r.sealed_at},
+                            {"classified_at", r.classified_at},
+                            {"instances", r.instances},
+                            {"findings", r.findings}};
   return j.dump(1) + "\n";
 }
 
@@ -305,6 +314,8 @@ std::optional<StudyRound> RoundStore::seal(const std::string& study_key) {
   io::write_file(staging / kInputs, inputs);
   RoundRecord record;
   record.changed = epoch_seconds();
+  record.sealed_at = record.changed;
+  record.instances = static_cast<int>(std::count(inputs.begin(), inputs.end(), '\n'));
   io::write_file(staging / kState, record_json(record));
   io::fsync_path(staging);
   io::rename_into(staging, dir / kRounds / std::to_string(next));
@@ -315,7 +326,9 @@ std::optional<StudyRound> RoundStore::seal(const std::string& study_key) {
   io::fsync_path(dir / kInstances);
   fs::remove(open_dir);
   io::fsync_path(dir);
-  return read_round(study_key, next);
+  auto sealed = read_round(study_key, next);
+  if (sealed) remember(study_key, sealed->calling_ae, next, record);
+  return sealed;
 }
 
 std::optional<StudyRound> RoundStore::read_round(const std::string& key, int round) const {
@@ -382,9 +395,12 @@ ScanResult RoundStore::scan() const {
     const std::string key = entry.path().filename().string();
     if (!fs::exists(entry.path() / "study.json")) continue;  // crashed before the first instance landed
     if (const size_t n = dicom_files(entry.path() / kOpen).size(); n > 0) result.open.push_back({key, n});
+    const auto meta = nlohmann::json::parse(read_text(entry.path() / "study.json"), nullptr, false);
+    const std::string calling_ae = meta.is_object() ? meta.value("calling_ae", "") : "";
     for (const int number : round_numbers(entry.path() / kRounds)) {
       const RoundRecord rec = read_record_at(entry.path() / kRounds / std::to_string(number));
       if (rec.state == RoundState::kQuarantined) ++result.quarantined;
+      remember(key, calling_ae, number, rec);
       if (rec.state != RoundState::kSealed && rec.state != RoundState::kClassified) continue;
       if (auto round = read_round(key, number)) result.pending.push_back({std::move(*round), rec});
     }
@@ -396,6 +412,36 @@ RoundRecord RoundStore::record(const StudyRound& round) const { return read_reco
 
 void RoundStore::write_record(const StudyRound& round, const RoundRecord& record) {
   write_atomic(round.dir / kState, record_json(record));
+  remember(round.study_key, round.calling_ae, round.round, record);
+}
+
+void RoundStore::remember(const std::string& study_key, const std::string& calling_ae, int round,
+                          const RoundRecord& record) const {
+  constexpr size_t kKeep = 200;
+  const std::lock_guard guard(recent_mutex_);
+  RoundView& view = recent_[{study_key, round}];
+  view.study_key = study_key;
+  if (!calling_ae.empty()) view.calling_ae = calling_ae;
+  view.round = round;
+  view.record = record;
+  if (recent_.size() <= kKeep + kKeep / 4) return;  // trimmed in bulk: one sort per kKeep / 4 new rounds
+  std::vector<std::pair<double, std::pair<std::string, int>>> by_age;
+  for (const auto& [id, v] : recent_) by_age.emplace_back(v.record.changed, id);
+  std::sort(by_age.begin(), by_age.end());
+  for (size_t i = 0; i + kKeep < by_age.size(); ++i) recent_.erase(by_age[i].second);
+}
+
+std::vector<RoundView> RoundStore::recent(size_t limit) const {
+  std::vector<RoundView> views;
+  {
+    const std::lock_guard guard(recent_mutex_);
+    for (const auto& [id, v] : recent_) views.push_back(v);
+  }
+  std::sort(views.begin(), views.end(), [](const RoundView& a, const RoundView& b) {
+    return std::tie(a.record.changed, a.study_key, a.round) > std::tie(b.record.changed, b.study_key, b.round);
+  });
+  if (views.size() > limit) views.resize(limit);
+  return views;
 }
 
 void RoundStore::enter(const StudyRound& round, RoundState state, const std::string& reason) {
@@ -450,7 +496,7 @@ fs::path RoundStore::begin_results(const StudyRound& round) {
 }
 
 RoundState RoundStore::commit_results(const StudyRound& round, const std::string& sr_series_uid,
-                                      const std::string& sr_instance_uid) {
+                                      const std::string& sr_instance_uid, const std::string& findings) {
   const fs::path staging = round.dir / kStaging;
   io::fsync_folder_and_files(staging);
   const int files = static_cast<int>(dicom_files(staging).size());
@@ -465,6 +511,8 @@ RoundState RoundStore::commit_results(const StudyRound& round, const std::string
   r.results = files;
   r.sr_series_uid = sr_series_uid;
   r.sr_instance_uid = sr_instance_uid;
+  r.classified_at = r.changed;
+  r.findings = findings;
   write_record(round, r);
   return state;
 }

@@ -52,7 +52,8 @@ void TestNode::write_config(const NodeOptions& options) {
       << "\"\nthreads = 2\n[results]\nretry_initial_seconds = " << options.retry_initial_seconds
       << "\nretry_max_seconds = " << options.retry_max_seconds
       << "\ntimeout_seconds = " << options.results_timeout_seconds << "\n[http]\nport = " << http_port_
-      << "\n[log]\nlevel = \"debug\"\ndcmtk_level = \"" << options.dcmtk_level << "\"\n";
+      << "\ntry_page = " << (options.try_page ? "true" : "false") << "\n[log]\nlevel = \"debug\"\ndcmtk_level = \""
+      << options.dcmtk_level << "\"\n";
   for (const auto& ae : options.peers) {
     const auto port = options.peer_ports.find(ae);
     const auto host = options.peer_hosts.find(ae);
@@ -74,14 +75,21 @@ void TestNode::write_config_text(const std::string& toml) {
   fs::rename(tmp, config_);  // the node never reads half a file
 }
 
-std::string TestNode::http_get(const std::string& path, int* status) const {
+std::string TestNode::http_get(const std::string& path, int* status) const { return curl({}, path, status); }
+
+std::string TestNode::http_post(const std::string& path, const fs::path& file, int* status) const {
+  return curl({"--data-binary", "@" + file.string(), "-H", "Content-Type: application/octet-stream"}, path, status);
+}
+
+std::string TestNode::curl(const std::vector<std::string>& options, const std::string& path, int* status) const {
   const fs::path body = work_ / "http-body.txt";
   const fs::path meta = work_ / "http-status.txt";
   fs::remove(body);
   fs::remove(meta);  // run() appends
-  const int rc = run({"curl", "-s", "-o", body.string(), "-w", "%{http_code}", "--max-time", "10",
-                      "http://127.0.0.1:" + std::to_string(http_port_) + path},
-                     meta);
+  std::vector<std::string> argv = {"curl", "-s", "-o", body.string(), "-w", "%{http_code}", "--max-time", "30"};
+  argv.insert(argv.end(), options.begin(), options.end());
+  argv.push_back("http://127.0.0.1:" + std::to_string(http_port_) + path);
+  const int rc = run(argv, meta);
   if (status != nullptr) *status = rc == 0 ? std::atoi(read_file(meta).c_str()) : 0;
   return rc == 0 && fs::exists(body) ? read_file(body) : std::string();
 }

@@ -35,6 +35,7 @@ struct NodeOptions {
   std::vector<std::string> peer_tls;                  // peers whose results go over TLS
   std::map<std::string, std::string> peer_tls_names;  // the name each one's certificate carries (default: host)
   std::string dcmtk_level = "warn";
+  bool try_page = false;
   std::string node_toml;              // appended verbatim to the [node] table
   std::string extra_toml;             // appended verbatim (e.g. a [pipeline] table)
   std::vector<std::string> launcher;  // runs nephrad through this (e.g. prlimit), which must exec it in place
@@ -58,6 +59,9 @@ class TestNode {
   [[nodiscard]] pid_t pid() const { return process_.pid(); }
   // Body of GET http://127.0.0.1:<http_port><path>, via curl; empty if the request failed.
   [[nodiscard]] std::string http_get(const std::string& path, int* status = nullptr) const;
+  // Body of a POST of the file's bytes to the same endpoint.
+  [[nodiscard]] std::string http_post(const std::string& path, const std::filesystem::path& file,
+                                      int* status = nullptr) const;
   [[nodiscard]] const std::filesystem::path& spool() const { return spool_; }
   [[nodiscard]] std::string log() const;
   [[nodiscard]] bool running() { return process_.running(); }
@@ -80,6 +84,8 @@ class TestNode {
   int http_port_;
   std::vector<std::string> launcher_;
   Process process_;
+
+  std::string curl(const std::vector<std::string>& options, const std::string& path, int* status) const;
 };
 
 }  // namespace nephra::test

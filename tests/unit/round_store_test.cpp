@@ -351,3 +351,32 @@ TEST(RoundStore, RoundsOfTheEarlierLayoutAreConvertedInPlace) {
 TEST(RoundStore, DistinctSendersOfOneStudyAreDistinctStudies) {
   EXPECT_NE(nephra::store::study_key_of("A", "1.2"), nephra::store::study_key_of("B", "1.2"));
 }
+
+TEST(RoundStore, RecentListsRoundsNewestFirstWithTheirFindingsAndKeepsThemOverARestart) {
+  nephra::test::TempDir dir;
+  {
+    RoundStore store(dir.path());
+    const auto first = sealed(store, {"1.1"}, "1.2.3.4");
+    const auto second = sealed(store, {"2.1", "2.2"}, "1.2.3.5");
+    const fs::path staging = store.begin_results(second);
+    std::ofstream(staging / "sr.dcm") << "sr";
+    ASSERT_EQ(store.commit_results(second, "2.25.9", "2.25.1", "AI: suspected kidney cyst"), RoundState::kClassified);
+    const auto recent = store.recent(10);
+    ASSERT_EQ(recent.size(), 2U);
+    EXPECT_EQ(recent[0].study_key, key_of("1.2.3.5"));
+    EXPECT_EQ(recent[0].calling_ae, "SENDER");
+    EXPECT_EQ(recent[0].record.instances, 2);
+    EXPECT_EQ(recent[0].record.findings, "AI: suspected kidney cyst");
+    EXPECT_GE(recent[0].record.classified_at, recent[0].record.sealed_at);
+    EXPECT_GT(recent[0].record.sealed_at, 0);
+    EXPECT_EQ(recent[1].study_key, first.study_key);
+    EXPECT_EQ(store.recent(1).size(), 1U);
+  }
+  RoundStore reopened(dir.path());
+  EXPECT_TRUE(reopened.recent(10).empty()) << "filled by scan(), which the pipeline runs at start";
+  (void)reopened.scan();
+  const auto recent = reopened.recent(10);
+  ASSERT_EQ(recent.size(), 2U);
+  EXPECT_EQ(recent[0].record.findings, "AI: suspected kidney cyst");
+  EXPECT_EQ(recent[0].calling_ae, "SENDER");
+}

@@ -75,6 +75,7 @@ struct Config {
     bool enabled = true;
     std::string bind = "127.0.0.1";
     int port = 8080;
+    bool try_page = false;
   } http;
   struct Log {
     std::string level = "info";

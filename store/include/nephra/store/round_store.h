@@ -77,6 +77,20 @@ struct RoundRecord {
   int results = 0;           // result files committed (Classified and later)
   std::string sr_instance_uid;
   std::string sr_series_uid;
+  // For the people who run the node (status page): when the round was sealed and classified, how many instances
+  // it covers, and its findings in words (no patient data).
+  double sealed_at = 0;
+  double classified_at = 0;
+  int instances = 0;
+  std::string findings;
+};
+
+// A round as the status page lists it.
+struct RoundView {
+  std::string study_key;
+  std::string calling_ae;
+  int round = 0;
+  RoundRecord record;
 };
 
 // The SR a round delivered, which a later round's SR names as its predecessor.
@@ -178,7 +192,7 @@ class RoundStore {
   // fsyncs every staged file, moves them to out/ and records the round Classified with its SR; a round that a
   // later round of the study has overtaken becomes Superseded instead. Returns the state entered.
   RoundState commit_results(const StudyRound& round, const std::string& sr_series_uid,
-                            const std::string& sr_instance_uid);
+                            const std::string& sr_instance_uid, const std::string& findings = "");
   // A round with nothing to send (no outbox) is done at once.
   void mark_done(const StudyRound& round, const std::string& reason = "");
   // Result files still to send, sorted. Throws SpoolError when results recorded as written are missing.
@@ -193,6 +207,9 @@ class RoundStore {
   // The SR of the latest round before `round` that reached the archive, if any.
   [[nodiscard]] std::optional<SrReference> previous_sr(const StudyRound& round) const;
 
+  // The rounds written or scanned most recently (at most `limit`, newest first), from memory.
+  [[nodiscard]] std::vector<RoundView> recent(size_t limit) const;
+
   // Removes what the policy says has been kept long enough; never a round that is not final.
   RetentionReport sweep(const RetentionPolicy& policy, double now_seconds);
 
@@ -204,6 +221,8 @@ class RoundStore {
   std::mutex locks_mutex_;
   std::map<std::string, std::shared_ptr<std::mutex>> study_locks_;
   std::map<std::string, size_t> open_counts_;  // guarded by the study's lock; counted on first use
+  mutable std::mutex recent_mutex_;
+  mutable std::map<std::pair<std::string, int>, RoundView> recent_;  // by (study key, round)
 
   std::shared_ptr<std::mutex> lock_for(const std::string& study_key);
   size_t& open_count_of(const std::string& study_key, const std::filesystem::path& open_dir);
@@ -212,6 +231,8 @@ class RoundStore {
   void ensure_study_dir(const InstanceInfo& info, const std::string& key);
   void write_atomic(const std::filesystem::path& dest, const std::string& content);
   void write_record(const StudyRound& round, const RoundRecord& record);
+  void remember(const std::string& study_key, const std::string& calling_ae, int round,
+                const RoundRecord& record) const;
   void enter(const StudyRound& round, RoundState state, const std::string& reason = "");
   void migrate_legacy_rounds();
   [[nodiscard]] std::optional<StudyRound> read_round(const std::string& key, int round) const;
