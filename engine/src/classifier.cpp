@@ -1,6 +1,7 @@
 #include "nephra/engine/classifier.h"
 
 #include <Eigen/Dense>
+#include <algorithm>
 #include <cmath>
 #include <limits>
 #include <mutex>
@@ -156,6 +157,33 @@ cv::Mat heatmap(const Slice& slice, const SliceResult& result, int cls) {
   const cv::Rect inside = slice.crop & cv::Rect(0, 0, heat.cols, heat.rows);
   up(cv::Rect(inside.x - slice.crop.x, inside.y - slice.crop.y, inside.width, inside.height)).copyTo(heat(inside));
   return cv::min(cv::max(heat, 0.0F), 1.0F);
+}
+
+std::vector<cv::Point2f> hot_region(const cv::Mat& heat) {
+  constexpr size_t kMaxPoints = 64;
+  double peak = 0;
+  cv::Point at;
+  cv::minMaxLoc(heat, nullptr, &peak, nullptr, &at);
+  if (peak <= 0) return {};
+  cv::Mat mask = heat >= static_cast<float>(peak / 2);
+  std::vector<std::vector<cv::Point>> contours;
+  cv::findContours(mask, contours, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_SIMPLE);
+  const auto holds_peak = [&](const std::vector<cv::Point>& c) { return cv::pointPolygonTest(c, at, false) >= 0; };
+  const auto found = std::find_if(contours.begin(), contours.end(), holds_peak);
+  if (found == contours.end()) return {};
+  std::vector<cv::Point> outline = *found;
+  for (double epsilon = 1.0; outline.size() > kMaxPoints; epsilon *= 1.5)
+    cv::approxPolyDP(*found, outline, epsilon, true);
+  std::vector<cv::Point2f> out;
+  for (const auto& p : outline) out.emplace_back(static_cast<float>(p.x) + 0.5F, static_cast<float>(p.y) + 0.5F);
+  if (out.size() < 3) {  // a line or a single pixel: its bounding box, so the region has an inside
+    const cv::Rect box = cv::boundingRect(outline);
+    const auto x0 = static_cast<float>(box.x), y0 = static_cast<float>(box.y);
+    const auto x1 = static_cast<float>(box.x + box.width), y1 = static_cast<float>(box.y + box.height);
+    out = {{x0, y0}, {x1, y0}, {x1, y1}, {x0, y1}};
+  }
+  out.push_back(out.front());
+  return out;
 }
 
 cv::Mat overlay(const Slice& slice, const cv::Mat& heat) {

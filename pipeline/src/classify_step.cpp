@@ -78,15 +78,19 @@ class ClassifyStep : public StudyStep {
     if (header.loadFile(first.c_str(), EXS_Unknown, EGL_noChange, kMaxHeaderElement).bad()) {
       throw std::runtime_error("cannot re-read the study header");
     }
-    const auto predecessor = store.previous_sr(round);
-    write_sr(study, *header.getDataset(), ctx_, staging / "sr.dcm", predecessor ? &*predecessor : nullptr);
+    // Heatmaps first: each one also outlines, for the SR, where its finding is on that slice.
+    std::vector<FindingRegion> regions;
     int number = 1;
     for (const auto& f : engine::heatmap_slices(study, clf_.model(), max_heatmaps_)) {
       const auto& rec = study.slices[static_cast<size_t>(f.slice - 1)];
-      write_sc(engine::reload_slice(rec.source, clf_.model()), rec.result, f.cls, f.label, number, *header.getDataset(),
-               ctx_, staging / ("sc-" + std::to_string(1000 + number) + ".dcm"));
+      const engine::Slice slice = engine::reload_slice(rec.source, clf_.model());
+      regions.push_back({f.label, rec.source, engine::hot_region(engine::heatmap(slice, rec.result, f.cls))});
+      write_sc(slice, rec.result, f.cls, f.label, number, *header.getDataset(), ctx_,
+               staging / ("sc-" + std::to_string(1000 + number) + ".dcm"));
       ++number;
     }
+    const auto predecessor = store.previous_sr(round);
+    write_sr(study, *header.getDataset(), ctx_, staging / "sr.dcm", predecessor ? &*predecessor : nullptr, regions);
     return store.commit_results(round, sr_series_uid(round.study_uid, ctx_),
                                 sr_instance_uid(round.study_uid, study, ctx_), study.summary());
   }

@@ -69,6 +69,14 @@ size_t SrTree::num(size_t parent, Rel rel, const DSRCodedEntryValue& name, const
   return tree_.getNodeID();
 }
 
+size_t SrTree::polyline(size_t parent, Rel rel, const DSRCodedEntryValue& name,
+                        const std::vector<cv::Point2f>& points) {
+  DSRSpatialCoordinatesValue value(DSRTypes::GT_Polyline);
+  for (const auto& p : points) value.getGraphicDataList().addItem(p.x, p.y);
+  check(add(parent, rel, DSRTypes::VT_SCoord, &name).setSpatialCoordinates(value), "spatial coordinates");
+  return tree_.getNodeID();
+}
+
 size_t SrTree::image(size_t parent, Rel rel, const DSRCodedEntryValue* name, const engine::SliceSource& source) {
   DSRImageReferenceValue ref(source.sop_class_uid, source.sop_instance_uid);
   if (source.frame > 0) ref.getFrameList().addItem(static_cast<Sint32>(source.frame));

@@ -6,6 +6,7 @@
 
 #include <cstddef>
 #include <string>
+#include <vector>
 
 #include "nephra/engine/slice.h"
 
@@ -23,6 +24,8 @@ class SrTree {
   size_t uidref(size_t parent, Rel rel, const DSRCodedEntryValue& name, const std::string& uid);
   size_t num(size_t parent, Rel rel, const DSRCodedEntryValue& name, const std::string& value,
              const DSRCodedEntryValue& unit);
+  // A closed polyline on an image, in its pixel coordinates (the image goes below it, SELECTED FROM).
+  size_t polyline(size_t parent, Rel rel, const DSRCodedEntryValue& name, const std::vector<cv::Point2f>& points);
   // Image library entries have no concept name; pass nullptr.
   size_t image(size_t parent, Rel rel, const DSRCodedEntryValue* name, const engine::SliceSource& source);
 

@@ -44,6 +44,7 @@ DSRCodedEntryValue slices_unit() { return {"{slices}", "UCUM", "slices"}; }
 struct Report {
   const engine::StudyResult& study;
   const ResultContext& ctx;
+  const std::vector<FindingRegion>& regions;
   std::string study_uid;
   std::string charset;
   [[nodiscard]] std::string text(std::string_view utf8) const { return detail::encode_text(utf8, charset); }
@@ -117,6 +118,12 @@ void add_finding_group(SrTree& t, size_t measurements, const Report& r, const en
   for (const auto* s : supporting(r.study, f)) {
     t.image(prob, DT::RT_inferredFrom, &source_of_measurement, s->source);
   }
+  // TID 1410's Image Region: where on the slice the heatmap points, for viewers that draw SR regions.
+  for (const auto& region : r.regions) {
+    if (region.label != f.label || region.outline.size() < 4 || region.slice.sop_instance_uid.empty()) continue;
+    const size_t roi = t.polyline(group, DT::RT_contains, CODE_DCM_ImageRegion, region.outline);
+    t.image(roi, DT::RT_selectedFrom, nullptr, region.slice);
+  }
 }
 
 // TID 1500 rows 12-14: each class stated present or absent, so "no finding" is explicit, plus the slice counts.
@@ -185,9 +192,10 @@ void set_document(DSRDocument& doc, const Report& r) {
 }  // namespace
 
 void write_sr(const engine::StudyResult& study, DcmItem& source, const ResultContext& ctx,
-              const std::filesystem::path& out, const store::SrReference* predecessor) {
+              const std::filesystem::path& out, const store::SrReference* predecessor,
+              const std::vector<FindingRegion>& regions) {
   detail::check_context(ctx);
-  const Report r{study, ctx, detail::get_string(source, DCM_StudyInstanceUID),
+  const Report r{study, ctx, regions, detail::get_string(source, DCM_StudyInstanceUID),
                  detail::get_string(source, DCM_SpecificCharacterSet)};
   if (r.study_uid.empty()) throw ResultError("source slice has no StudyInstanceUID");
   DSRDocument doc(DT::DT_Comprehensive3DSR);

@@ -5,6 +5,8 @@
 #include <dcmtk/dcmsr/dsrdoc.h>
 #include <gtest/gtest.h>
 
+#include <opencv2/imgproc.hpp>
+
 #include <algorithm>
 #include <cmath>
 #include <cstdlib>
@@ -255,6 +257,43 @@ TEST_F(ResultsTest, SrReferencesTheSlicesOfTheRun) {
     const bool in_run = s.number >= 2 && s.number <= 4;
     EXPECT_EQ(dump.find(s.source.sop_instance_uid) != std::string::npos, in_run) << s.number << "\n" << dump;
   }
+}
+
+TEST_F(ResultsTest, SrOutlinesWhereTheHeatmapPointsOnTheFlaggedSlice) {
+  const ng::StudyResult study = study_with(0.97);
+  const auto& peak = study.slices.at(2);
+  const ng::Slice slice = ng::reload_slice(peak.source, test_model());
+  const cv::Mat heat = ng::heatmap(slice, peak.result, 3);
+  const auto outline = ng::hot_region(heat);
+  ASSERT_GE(outline.size(), 4U);
+  EXPECT_EQ(outline.front(), outline.back()) << "closed";
+  // The CAM's hot spot is left of centre: so is the outline's centre, inside the image, around the heatmap's peak.
+  double peak_value = 0;
+  cv::Point peak_at;
+  cv::minMaxLoc(heat, nullptr, &peak_value, nullptr, &peak_at);
+  std::vector<cv::Point2f> open(outline.begin(), outline.end() - 1);
+  EXPECT_GE(cv::pointPolygonTest(open, cv::Point2f(peak_at) + cv::Point2f(0.5F, 0.5F), false), 0);
+  for (const auto& p : outline) {
+    EXPECT_TRUE(p.x >= 0 && p.y >= 0 && p.x <= static_cast<float>(heat.cols) && p.y <= static_cast<float>(heat.rows));
+  }
+  EXPECT_LT(cv::boundingRect(open).width, heat.cols / 2);
+
+  const fs::path sr = tmp.path() / "sr.dcm";
+  np::write_sr(study, source, ctx, sr, nullptr, {{"Tumor", peak.source, outline}});
+  expect_valid_iod(sr, tmp.path());
+  const ToolRun dump = run_tool({"dsrdump", "+Pu", sr.string()}, tmp.path());
+  EXPECT_TRUE(dump.lines_starting("E:").empty()) << dump.output;
+  const auto region = dump.output.find("contains SCOORD:(,,\"Image Region\")=(POLYLINE");
+  ASSERT_NE(region, std::string::npos) << dump.output;
+  const auto selected = dump.output.find("selected from IMAGE", region);
+  ASSERT_NE(selected, std::string::npos) << dump.output;
+  EXPECT_NE(dump.output.find(peak.source.sop_instance_uid, selected), std::string::npos) << dump.output;
+
+  // A region of a finding that is not present is left out.
+  const fs::path none = tmp.path() / "none";
+  fs::create_directories(none);
+  np::write_sr(study_with(0.01), source, ctx, none / "sr.dcm", nullptr, {{"Tumor", peak.source, outline}});
+  EXPECT_EQ(run_tool({"dsrdump", (none / "sr.dcm").string()}, none).output.find("SCOORD"), std::string::npos);
 }
 
 TEST_F(ResultsTest, SrWithNothingFoundSaysSoAndIsComplete) {

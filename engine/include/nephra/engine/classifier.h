@@ -45,6 +45,10 @@ class Classifier {
 
 // The heatmap for class `cls`: ReLU(CAM) upsampled onto the slice's crop, normalised to 0..1, full display size.
 cv::Mat heatmap(const Slice& slice, const SliceResult& result, int cls);
+// Where the heatmap points: the outline of the connected area at or above half its peak that holds the peak, in
+// the display's pixel coordinates as DICOM spatial coordinates count them (a pixel's centre at +0.5), closed (the
+// last point repeats the first), at most 64 points. Empty for an all-zero heatmap.
+std::vector<cv::Point2f> hot_region(const cv::Mat& heat);
 // The display slice in colour with the heatmap blended in (BGR, 8-bit).
 cv::Mat overlay(const Slice& slice, const cv::Mat& heat);
 

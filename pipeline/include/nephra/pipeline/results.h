@@ -7,6 +7,7 @@
 #include <stdexcept>
 #include <string>
 #include <string_view>
+#include <vector>
 
 #include "nephra/engine/classifier.h"
 #include "nephra/engine/model.h"
@@ -56,12 +57,21 @@ std::string sc_series_uid(const std::string& study_uid, const ResultContext& ctx
 std::string sc_instance_uid(const std::string& study_uid, const engine::SliceSource& source,
                             const std::string& class_name, const ResultContext& ctx);
 
+// Where on one slice a present finding's heatmap points (engine::hot_region): the SR outlines it on that slice.
+struct FindingRegion {
+  std::string label;  // the finding's class
+  engine::SliceSource slice;
+  std::vector<cv::Point2f> outline;  // closed, in the slice's pixel coordinates
+};
+
 // `source` is the header of one CT slice of the study: patient and study attributes (and the character set) are
 // copied from it. Writes `out` atomically (temporary file, then rename). Throws ResultError.
 // `predecessor`: the SR this one replaces (an earlier round of the same study), named in the Predecessor Documents
-// Sequence so that viewers and archives show the new one as current.
+// Sequence so that viewers and archives show the new one as current. `regions`: outlines of present findings (on
+// the slices that got a heatmap), each an Image Region of its finding's measurement group.
 void write_sr(const engine::StudyResult& study, DcmItem& source, const ResultContext& ctx,
-              const std::filesystem::path& out, const store::SrReference* predecessor = nullptr);
+              const std::filesystem::path& out, const store::SrReference* predecessor = nullptr,
+              const std::vector<FindingRegion>& regions = {});
 
 // The slice's display image with the class heatmap blended in and "not for diagnostic use" burned in, as an RGB
 // Secondary Capture that references the CT slice it was made from.
