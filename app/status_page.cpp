@@ -80,7 +80,7 @@ nlohmann::json rounds_json(const std::vector<store::RoundView>& rounds, double n
 std::string status_page_html(bool try_page) {
   std::string page = R"HTML(<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>Nephra node status</title>
-<meta name="viewport" content="width=device-width, initial-scale=1">
+<meta name="viewport" content="width=device-width, initial-scale=1"><link rel="icon" href="data:,">
 <style>
 body{font:14px/1.4 system-ui,sans-serif;margin:0;color:#1d2430;background:#f4f6f8}
 header{background:#1d2430;color:#fff;padding:10px 20px;display:flex;gap:20px;align-items:baseline;flex-wrap:wrap}
@@ -95,7 +95,7 @@ h2{font-size:15px;margin:4px 0 8px} table{border-collapse:collapse;width:100%}
 td,th{text-align:left;padding:4px 6px;border-bottom:1px solid #e3e6ea;vertical-align:top}
 th{font-weight:600;color:#555} .mono{font-family:ui-monospace,monospace}
 .muted{color:#666} .error{color:#c62828;font-weight:600} svg rect{fill:#1976d2}
-#try-result img{max-width:512px;width:100%;border:1px solid #ccc}
+#try-result img{max-width:512px;width:100%;border:1px solid #ccc} #try-result table{width:auto}
 </style></head><body>
 <header><h1>Nephra node</h1><span id="health" class="badge">loading</span><span id="reason"></span>
 <span class="muted" id="ident"></span><span class="muted" id="updated"></span></header>
