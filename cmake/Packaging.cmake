@@ -17,7 +17,7 @@ install(FILES README.md DESTINATION ${NEPHRA_DOC_DIR})
 if(EXISTS ${PROJECT_SOURCE_DIR}/LICENSE)
   install(FILES LICENSE DESTINATION ${NEPHRA_DOC_DIR})
 endif()
-install(FILES packaging/nephrad-port104.conf DESTINATION ${NEPHRA_DOC_DIR}/examples)
+install(FILES packaging/nephrad-port104.conf packaging/grafana-dashboard.json DESTINATION ${NEPHRA_DOC_DIR}/examples)
 
 set(CPACK_GENERATOR DEB)
 set(CPACK_PACKAGE_NAME nephra)

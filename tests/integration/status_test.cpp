@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <nlohmann/json.hpp>
+#include <regex>
 
 #include "nephra/store/round_store.h"
 #include "node.h"
@@ -119,4 +120,30 @@ TEST(StatusPage, TryClassifiesADicomSliceAndAnExportAndExplainsABadUpload) {
   EXPECT_NE(health.find("\"status\":\"ready\""), std::string::npos) << health;
   EXPECT_TRUE(fs::is_empty(node.spool() / "tmp")) << "nothing uploaded is kept";
   node.stop();
+}
+
+TEST(StatusPage, TheGrafanaDashboardQueriesOnlySeriesTheNodeExports) {
+  const fs::path file = nephra::test::source_dir() / "packaging" / "grafana-dashboard.json";
+  std::ifstream in(file);
+  const auto dashboard = nlohmann::json::parse(in, nullptr, false);
+  ASSERT_TRUE(dashboard.is_object()) << file << " is not JSON";
+  TempDir tmp;
+  TestNode node(tmp.path());
+  node.start();
+  const std::string metrics = node.http_get("/metrics");
+  node.stop();
+  ASSERT_FALSE(metrics.empty());
+  size_t queries = 0;
+  const std::regex series(R"(nephra_[a-z_]+)");
+  for (const auto& panel : dashboard["panels"]) {
+    for (const auto& target : panel["targets"]) {
+      const std::string expr = target["expr"];
+      ++queries;
+      for (std::sregex_iterator it(expr.begin(), expr.end(), series), end; it != end; ++it) {
+        EXPECT_NE(metrics.find("\n" + it->str()), std::string::npos)
+            << panel["title"] << ": " << it->str() << " is not in /metrics";
+      }
+    }
+  }
+  EXPECT_GT(queries, 10U);
 }

@@ -22,7 +22,8 @@ for f in "$bin/nephrad" "$bin/nephra"; do [ -x "$f" ] || fail "$f missing or not
 for f in "$(under_prefix "$unit_dir")/nephrad.service" \
          "$stage$prefix/lib/sysusers.d/nephra.conf" "$stage$prefix/lib/tmpfiles.d/nephra.conf" \
          "$config" "$models/nephra-kidney.json" "$models/nephra-kidney.onnx" "$models/MODEL_CARD.md" \
-         "$stage$prefix/share/doc/nephra/README.md" "$stage$prefix/share/doc/nephra/examples/nephrad-port104.conf"; do
+         "$stage$prefix/share/doc/nephra/README.md" "$stage$prefix/share/doc/nephra/examples/nephrad-port104.conf" \
+         "$stage$prefix/share/doc/nephra/examples/grafana-dashboard.json"; do
     [ -f "$f" ] || fail "${f#"$stage"} not installed"
 done
 
