@@ -68,6 +68,14 @@ class ClassifyStep : public StudyStep {
     return out.empty() ? "none" : out;
   }
 
+  // Where the heatmap points; a heatmap with no positive activation outlines the region the network was shown.
+  static std::vector<cv::Point2f> outline(const engine::Slice& slice, const engine::SliceResult& result, int cls) {
+    auto region = engine::hot_region(engine::heatmap(slice, result, cls));
+    if (!region.empty()) return region;
+    const auto c = cv::Rect2f(slice.crop);
+    return {c.tl(), {c.x + c.width, c.y}, c.br(), {c.x, c.y + c.height}, c.tl()};
+  }
+
   // SR + heatmaps into the store's staging folder, committed as a whole: a crash leaves all or nothing. The SR
   // names the SR an earlier round delivered as its predecessor: the archive holds one current SR per study.
   store::RoundState write_results(const store::StudyRound& round, const engine::StudyResult& study,
@@ -84,10 +92,20 @@ class ClassifyStep : public StudyStep {
     for (const auto& f : engine::heatmap_slices(study, clf_.model(), max_heatmaps_)) {
       const auto& rec = study.slices[static_cast<size_t>(f.slice - 1)];
       const engine::Slice slice = engine::reload_slice(rec.source, clf_.model());
-      regions.push_back({f.label, rec.source, engine::hot_region(engine::heatmap(slice, rec.result, f.cls))});
+      regions.push_back({f.label, rec.source, outline(slice, rec.result, f.cls)});
       write_sc(slice, rec.result, f.cls, f.label, number, *header.getDataset(), ctx_,
                staging / ("sc-" + std::to_string(1000 + number) + ".dcm"));
       ++number;
+    }
+    // Every present finding is outlined at least on its peak slice, even past the heatmap cap: a viewer drawing the
+    // SR's measurement groups needs a region in each (OHIF's SR viewport fails on a group without one).
+    for (const auto& f : study.findings) {
+      const bool outlined =
+          std::any_of(regions.begin(), regions.end(), [&](const auto& r) { return r.label == f.label; });
+      if (!f.present || outlined || f.peak_slice < 1) continue;
+      const auto& rec = study.slices[static_cast<size_t>(f.peak_slice - 1)];
+      const engine::Slice slice = engine::reload_slice(rec.source, clf_.model());
+      regions.push_back({f.label, rec.source, outline(slice, rec.result, clf_.model().class_index(f.label))});
     }
     const auto predecessor = store.previous_sr(round);
     write_sr(study, *header.getDataset(), ctx_, staging / "sr.dcm", predecessor ? &*predecessor : nullptr, regions);
