@@ -35,5 +35,9 @@ viewer="$(dirname "$0")/../tests/viewer"
 stamp="$viewer/node_modules/.nephra-installed"
 pins=$(cat "$viewer/package.json" "$viewer/package-lock.json" | sha256sum | cut -d' ' -f1)
 if [[ "${NEPHRA_WITH_BROWSER:-1}" == "1" && "$(cat "$stamp" 2>/dev/null)" != "$pins" ]]; then
-  "$viewer/install.sh" && echo "$pins" >"$stamp"
+  if "$viewer/install.sh"; then
+    echo "$pins" >"$stamp"
+  else  # the node builds and runs without them; the browser tests then report skipped, saying why
+    echo "install-deps: WARNING: tests/viewer/install.sh failed (npm registry unreachable?): browser tests will skip" >&2
+  fi
 fi
