@@ -53,7 +53,7 @@ fi
 command -v node >/dev/null || skip "node is not installed (apt-get install -y nodejs)"
 [ -f "$here/node_modules/puppeteer-core/package.json" ] && [ -f "$here/node_modules/@ohif/app/dist/index.html" ] \
   || skip "tests/viewer/node_modules is not installed (tests/viewer/install.sh)"
-nb_require Orthanc dsrdump curl "$NB_PY"
+nb_require Orthanc dsrdump dciodvfy curl "$NB_PY"
 
 # --- scratch folder, PID tracking, cleanup -------------------------------------------------------------------
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/nephra-viewer-XXXXXX")
@@ -165,6 +165,9 @@ nb_log "results in Orthanc after $(nb_elapsed "$started") s: $(tr '\t\n' ' ;' <"
 sr_id=$("$NB_PY" -c 'import json,sys; print([x for x in json.load(open(sys.argv[1])) if x["MainDicomTags"].get("Modality")=="SR"][0]["Instances"][0])' "$series_json")
 curl -sf -o "$out/sr.dcm" "$orthanc/instances/$sr_id/file" || fail "cannot download the SR"
 dsrdump "$out/sr.dcm" >"$out/sr.txt" 2>&1 || fail "dsrdump cannot read the SR"
+# the SR as the archive holds it, regions included, must still be a valid Comprehensive 3D SR
+dciodvfy "$out/sr.dcm" >"$out/sr-dciodvfy.txt" 2>&1
+grep -q '^Error' "$out/sr-dciodvfy.txt" && fail "dciodvfy finds errors in the SR from Orthanc: $(grep '^Error' "$out/sr-dciodvfy.txt" | head -3)"
 
 groups=$(grep -c 'CONTAINER:(,,"Measurement Group")' "$out/sr.txt")
 regions=$(grep -c 'SCOORD:(,,"Image Region")' "$out/sr.txt")
