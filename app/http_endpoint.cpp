@@ -56,7 +56,7 @@ class Session : public std::enable_shared_from_this<Session> {
   }
 
  private:
-  static constexpr size_t kMaxPlainBody = 8 * 1024;
+  static constexpr size_t kMaxPlainBody = size_t{8} * 1024;
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;

@@ -1,4 +1,5 @@
-// nephra: the command-line tool. `nephra classify` runs the engine on files or a study folder without a PACS.
+// nephra: the command-line tool. `nephra classify` runs the engine on files or a study folder without a PACS;
+// `nephra validate` measures the model on a site's labelled studies.
 #include <dcmtk/oflog/oflog.h>
 
 #include <cstdlib>
@@ -14,16 +15,19 @@
 #include "nephra/engine/classifier.h"
 #include "nephra/engine/model.h"
 #include "nephra/engine/study.h"
+#include "nephra/validate/labels.h"
+#include "nephra/validate/run.h"
 
 namespace {
 namespace fs = std::filesystem;
 namespace ng = nephra::engine;
 
-enum ExitCode : int { kOk = 0, kSomeFailed = 1, kUsage = 2, kModelError = 3 };
+enum ExitCode : int { kOk = 0, kSomeFailed = 1, kUsage = 2, kModelError = 3, kLabelsError = 4 };
 
 constexpr const char* kUsageText =
     R"(usage: nephra classify [options] FILE...     one JSON object per slice (per frame) on stdout
        nephra classify [options] --study DIR    the whole folder as one study, JSON on stdout
+       nephra validate [options] --labels FILE --out DIR   measure the model on labelled studies
        nephra --version
 options:
   --model FILE      model manifest (default: $NEPHRA_MODEL, ./models/nephra-kidney.json,
@@ -34,9 +38,18 @@ options:
   --threads N       OpenCV threads (default: all cores)
   --batch N         slices per network batch (default 8)
 Files that cannot be read get {"file":..., "error":...}; the others go on; the exit status is then 1.
+validate:
+  --labels FILE     CSV: study,<one 0/1 column per finding>[,slices]; study = a folder of the study's files
+                    (relative to FILE) or, with --spool, a Study Instance UID (README: "Validating on your studies")
+  --out DIR         where report.html, report.json and the figures go
+  --spool DIR       judge the results the node kept there (shadow mode) instead of classifying the folders
+  --bootstrap N     resamples for the 95 % intervals (default 2000)
+Exit status 4: the labels file is wrong (the message names the line).
 )";
 
 struct Options {
+  bool validate = false;
+  nephra::validate::ValidateOptions validation;
   std::vector<fs::path> files;
   std::optional<fs::path> study_dir;
   std::optional<fs::path> model;
@@ -46,12 +59,21 @@ struct Options {
 };
 
 std::optional<Options> parse(int argc, char** argv) {
-  if (argc < 2 || std::string(argv[1]) != "classify") return std::nullopt;
+  if (argc < 2 || (std::string(argv[1]) != "classify" && std::string(argv[1]) != "validate")) return std::nullopt;
   Options o;
+  o.validate = std::string(argv[1]) == "validate";
   for (int i = 2; i < argc; ++i) {
     const std::string a = argv[i];
     const bool has_value = i + 1 < argc;
-    if (a == "--study" && has_value) {
+    if (o.validate && a == "--labels" && has_value) {
+      o.validation.labels = argv[++i];
+    } else if (o.validate && a == "--out" && has_value) {
+      o.validation.out = argv[++i];
+    } else if (o.validate && a == "--spool" && has_value) {
+      o.validation.spool = fs::path(argv[++i]);
+    } else if (o.validate && a == "--bootstrap" && has_value) {
+      o.validation.bootstrap = std::max(0, std::atoi(argv[++i]));
+    } else if (a == "--study" && has_value) {
       o.study_dir = argv[++i];
     } else if (a == "--model" && has_value) {
       o.model = argv[++i];
@@ -68,6 +90,10 @@ std::optional<Options> parse(int argc, char** argv) {
     } else {
       o.files.emplace_back(a);
     }
+  }
+  if (o.validate) {
+    if (o.validation.labels.empty() || o.validation.out.empty() || !o.files.empty()) return std::nullopt;
+    return o;
   }
   if (o.files.empty() == !o.study_dir.has_value()) return std::nullopt;
   return o;
@@ -142,6 +168,23 @@ int classify_study(const Options& o, ng::Classifier& clf) {
   return errors.empty() ? kOk : kSomeFailed;
 }
 
+int validate(const Options& o, const fs::path& manifest, ng::Classifier& clf) {
+  auto options = o.validation;
+  options.manifest = manifest;
+  try {
+    const auto metrics = nephra::validate::run_validation(options, clf, std::cerr);
+    std::cerr << "nephra: " << metrics.studies << " studies judged; report in "
+              << (options.out / "report.html").string() << "\n";
+    return kOk;
+  } catch (const nephra::validate::LabelsError& err) {
+    std::cerr << "nephra: " << err.what() << "\n";
+    return kLabelsError;
+  } catch (const std::exception& err) {
+    std::cerr << "nephra: validate: " << err.what() << "\n";
+    return kSomeFailed;
+  }
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -157,7 +200,9 @@ int main(int argc, char** argv) {
   }
   OFLog::configure(OFLogger::FATAL_LOG_LEVEL);  // each file's error is reported in its JSON line
   try {
-    ng::Classifier clf(ng::load_model(find_model(*options, argv[0])), options->classifier);
+    const fs::path manifest = find_model(*options, argv[0]);
+    ng::Classifier clf(ng::load_model(manifest), options->classifier);
+    if (options->validate) return validate(*options, manifest, clf);
     return options->study_dir ? classify_study(*options, clf) : classify_files(*options, clf);
   } catch (const ng::ModelError& err) {
     std::cerr << "nephra: " << err.what() << "\n";

@@ -201,6 +201,7 @@ class Runtime {
             {"ae_title", cfg->node.ae_title},
             {"uptime_s", static_cast<long>(now - started_at_)},
             {"try_page", cfg->http.try_page},
+            {"shadow", cfg->results.shadow},
             {"queue",
              {{"depth", p.queue_depth.load()},
               {"running", p.jobs_running.load()},
@@ -211,6 +212,7 @@ class Runtime {
              {{"pending", d.pending.load()},
               {"retrying", d.retrying.load()},
               {"dead_lettered", d.dead_lettered.load()},
+              {"shadowed", d.rounds_shadowed.load()},
               {"sent", d.instances_sent.load()}}},
             {"throughput", throughput_.last_hour(counters(now))},
             {"rounds", rounds_json(parts_.spool.recent(kRoundsShown), now)}};

@@ -80,6 +80,8 @@ void register_delivery(metrics::Registry& r, const pipeline::DeliveryStats& s) {
   r.add_counter("nephra_results_retries_total", "Failed delivery attempts that will be retried.", read(s.retries));
   r.add_counter("nephra_results_dead_lettered_total", "Study rounds whose results went to the dead-letter folder.",
                 read(s.dead_lettered));
+  r.add_counter("nephra_results_shadowed_total", "Study rounds classified in shadow mode: results kept, not sent.",
+                read(s.rounds_shadowed));
   r.add_gauge("nephra_results_pending", "Study rounds whose results wait for delivery.", read(s.pending));
   r.add_gauge("nephra_results_retrying", "Pending deliveries that failed at least once.", read(s.retrying));
 }

@@ -191,6 +191,7 @@ class Reader {
     r.retry_max_seconds = number(t, at, "retry_max_seconds", r.retry_max_seconds);
     r.give_up_hours = number(t, at, "give_up_hours", r.give_up_hours);
     r.timeout_seconds = integer(t, at, "timeout_seconds", r.timeout_seconds);
+    r.shadow = boolean(t, at, "shadow", r.shadow);
   }
 
   static void read_tls(const toml::table& t, Config::Tls& tls) {
@@ -340,6 +341,7 @@ const std::map<std::string, KeepField>& fields() {
       {"results.retry_max_seconds", field(&Config::results, &Config::Results::retry_max_seconds)},
       {"results.give_up_hours", field(&Config::results, &Config::Results::give_up_hours)},
       {"results.timeout_seconds", field(&Config::results, &Config::Results::timeout_seconds)},
+      {"results.shadow", field(&Config::results, &Config::Results::shadow)},
       {"retention.instances_hours", field(&Config::retention, &Config::Retention::instances_hours)},
       {"retention.results_hours", field(&Config::retention, &Config::Retention::results_hours)},
       {"retention.max_spool_gb", field(&Config::retention, &Config::Retention::max_spool_gb)},

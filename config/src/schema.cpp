@@ -75,6 +75,11 @@ const std::vector<KeyInfo> kRows = {
     {"results.give_up_hours", "number", "72", "After this long without delivery, results go to the dead-letter folder.",
      0.001, 8760, kLive},
     {"results.timeout_seconds", "integer", "30", "Network timeout for sending results.", 1, 3600, kLive},
+    {"results.shadow", "boolean", "false",
+     "Shadow mode: studies are received and classified and their results kept in the spool (status page, "
+     "results.json, metrics; `nephra validate --spool` reads them), but nothing is sent to any archive. A round "
+     "finished while it is on is never sent later.",
+     0, 0, kLive},
     {"retention.instances_hours", "number", "24",
      "How long received CT stays once every round of its study is done (delivered, dead-lettered or superseded); "
      "a late instance after that re-runs the study on what is left.",

@@ -175,6 +175,7 @@ std::vector<cv::Point2f> hot_region(const cv::Mat& heat) {
   for (double epsilon = 1.0; outline.size() > kMaxPoints; epsilon *= 1.5)
     cv::approxPolyDP(*found, outline, epsilon, true);
   std::vector<cv::Point2f> out;
+  out.reserve(outline.size() + 1);
   for (const auto& p : outline) out.emplace_back(static_cast<float>(p.x) + 0.5F, static_cast<float>(p.y) + 0.5F);
   if (out.size() < 3) {  // a line or a single pixel: its bounding box, so the region has an inside
     const cv::Rect box = cv::boundingRect(outline);

@@ -109,6 +109,13 @@ struct Outbox::Impl {
     const auto cfg_snapshot = live.get();
     const config::Config& cfg = *cfg_snapshot;
     if (store.overtaken(d.round)) return supersede(d);
+    if (cfg.results.shadow) {
+      store.mark_done(d.round, kShadowReason);
+      ++stats.rounds_shadowed;
+      spdlog::info("RESULT_KEPT_SHADOW study={} round={} peer={} note=\"results.shadow: kept in the spool, not sent\"",
+                   d.round.study_key, d.round.round, d.round.calling_ae);
+      return true;
+    }
     const auto tried = store.begin_attempt(d.round);
     d.attempts = tried.attempts;
     d.first_attempt = tried.first_attempt;

@@ -110,7 +110,7 @@ TEST(StatusPage, TryClassifiesADicomSliceAndAnExportAndExplainsABadUpload) {
 
   const fs::path big = tmp.path() / "big.bin";
   std::ofstream(big).close();
-  fs::resize_file(big, 33 * 1024 * 1024);
+  fs::resize_file(big, std::uintmax_t{33} * 1024 * 1024);
   const std::string too_big = node.http_post("/try", big, &status);
   EXPECT_EQ(status, 413) << too_big;
   EXPECT_NE(too_big.find("larger than the limit"), std::string::npos) << too_big;

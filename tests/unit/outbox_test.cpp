@@ -225,3 +225,28 @@ TEST(StoreStatus, EachClassOfPs37StatusHasItsOutcome) {
     EXPECT_EQ(outcome_of_status(refused), SendOutcome::kPermanent) << std::hex << refused;
   }
 }
+
+TEST(Outbox, ShadowModeKeepsTheResultsAndSendsNothingEvenAfterItIsTurnedOff) {
+  Fixture f;
+  auto shadow = *f.cfg.get();
+  shadow.results.shadow = true;
+  f.cfg.set(shadow);
+  FakeArchive archive({Behaviour::kAccept});
+  nephra::pipeline::Outbox outbox(f.cfg, f.store, archive.sender());
+  outbox.start();
+  const auto kept = f.classified("1.1");
+  outbox.submit(kept);
+  ASSERT_TRUE(f.reaches(kept, RoundState::kDone));
+  EXPECT_EQ(archive.associations(), 0U);
+  EXPECT_EQ(f.store.record(kept).reason, nephra::pipeline::kShadowReason);
+  EXPECT_EQ(f.store.pending_results(kept).size(), 3U) << "the results stay in the spool for nephra validate";
+  EXPECT_EQ(outbox.stats().rounds_shadowed.load(), 1U);
+
+  shadow.results.shadow = false;
+  f.cfg.set(shadow);
+  const auto live = f.classified("1.2", 0, "OTHER");
+  outbox.submit(live);
+  ASSERT_TRUE(f.reaches(live, RoundState::kDone));
+  EXPECT_EQ(archive.received(), 1U) << "only the round classified after shadow mode ended is sent";
+  outbox.stop();
+}

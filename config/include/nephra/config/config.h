@@ -57,6 +57,7 @@ struct Config {
     double retry_max_seconds = 600.0;
     double give_up_hours = 72.0;
     int timeout_seconds = 30;
+    bool shadow = false;  // classify and keep the results, send nothing
   } results;
   struct Retention {
     double instances_hours = 24.0;

@@ -22,10 +22,14 @@ struct DeliveryStats {
   std::atomic<unsigned long> rounds_delivered{0};
   std::atomic<unsigned long> retries{0};
   std::atomic<unsigned long> dead_lettered{0};
+  std::atomic<unsigned long> rounds_shadowed{0};  // results.shadow: kept, never sent
   std::atomic<long> pending{0};
   std::atomic<long> retrying{0};    // pending deliveries that failed at least once
   metrics::Histogram send_seconds;  // one delivery attempt, successful or not
 };
+
+// Why a round that was never sent is done (state.json's reason): results.shadow was on when it was classified.
+inline constexpr const char* kShadowReason = "shadow mode: results kept, not sent";
 
 // How results reach an archive: scp::send_files (DICOM C-STORE) in the node, a scripted fake archive in unit tests.
 using SendFiles = std::function<scp::SendResult(const scp::StoreTarget&, const std::vector<std::filesystem::path>&,
