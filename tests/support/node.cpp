@@ -51,7 +51,8 @@ void TestNode::write_config(const NodeOptions& options) {
       << "\nmax_instances = " << options.max_instances << "\n[engine]\nmodel = \"" << model_manifest().string()
       << "\"\nthreads = 2\n[results]\nretry_initial_seconds = " << options.retry_initial_seconds
       << "\nretry_max_seconds = " << options.retry_max_seconds
-      << "\ntimeout_seconds = " << options.results_timeout_seconds << "\n[http]\nport = " << http_port_
+      << "\ntimeout_seconds = " << options.results_timeout_seconds
+      << "\nshadow = " << (options.shadow ? "true" : "false") << "\n[http]\nport = " << http_port_
       << "\ntry_page = " << (options.try_page ? "true" : "false") << "\n[log]\nlevel = \"debug\"\ndcmtk_level = \""
       << options.dcmtk_level << "\"\n";
   for (const auto& ae : options.peers) {

@@ -36,6 +36,7 @@ struct NodeOptions {
   std::map<std::string, std::string> peer_tls_names;  // the name each one's certificate carries (default: host)
   std::string dcmtk_level = "warn";
   bool try_page = false;
+  bool shadow = false;                // results.shadow
   std::string node_toml;              // appended verbatim to the [node] table
   std::string extra_toml;             // appended verbatim (e.g. a [pipeline] table)
   std::vector<std::string> launcher;  // runs nephrad through this (e.g. prlimit), which must exec it in place
