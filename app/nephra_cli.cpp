@@ -35,6 +35,8 @@ options:
   --heatmap DIR     also write each slice with its heatmap overlaid as PNG (study: the slices the node's
                     heatmap series shows, those in the runs of present findings)
   --class NAME      heatmap for this class instead of the predicted one (per-file mode)
+  --inputs DIR      (study mode) also write each slice's network input, exactly as the engine made it, as
+                    DIR/NNNN.png (NNNN = the slice number in the study's order): what training/adapt.py learns from
   --threads N       OpenCV threads (default: all cores)
   --batch N         slices per network batch (default 8)
 Files that cannot be read get {"file":..., "error":...}; the others go on; the exit status is then 1.
@@ -54,6 +56,7 @@ struct Options {
   std::optional<fs::path> study_dir;
   std::optional<fs::path> model;
   std::optional<fs::path> heatmap_dir;
+  std::optional<fs::path> inputs_dir;
   std::string heatmap_class;
   ng::ClassifierOptions classifier;
 };
@@ -77,6 +80,8 @@ std::optional<Options> parse(int argc, char** argv) {
       o.study_dir = argv[++i];
     } else if (a == "--model" && has_value) {
       o.model = argv[++i];
+    } else if (a == "--inputs" && has_value) {
+      o.inputs_dir = argv[++i];
     } else if (a == "--heatmap" && has_value) {
       o.heatmap_dir = argv[++i];
     } else if (a == "--class" && has_value) {
@@ -152,6 +157,18 @@ int classify_study(const Options& o, ng::Classifier& clf) {
   const auto study = ng::classify_files(files, clf, errors);
   for (const auto& e : errors) std::cerr << "nephra: " << e.path << ": " << e.reason << "\n";
   std::cout << ng::study_json(study, clf.model()) << "\n";
+  if (o.inputs_dir) {
+    fs::create_directories(*o.inputs_dir);
+    for (const auto& rec : study.slices) {
+      char name[32];
+      std::snprintf(name, sizeof name, "%04d.png", rec.number);
+      try {
+        cv::imwrite((*o.inputs_dir / name).string(), ng::reload_slice(rec.source, clf.model()).input);
+      } catch (const ng::InputError& err) {
+        errors.push_back({rec.source.path, err.what()});
+      }
+    }
+  }
   if (o.heatmap_dir) {
     // the node's rule, without its cap: what the SC series would show
     for (const auto& h : ng::heatmap_slices(study, clf.model(), static_cast<int>(study.slices.size()))) {

@@ -26,6 +26,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--split", default="test", help="train, val or test (training/splits/<split>.txt)")
     ap.add_argument("--out", required=True, type=Path)
+    ap.add_argument("--slices", action="store_true",
+                    help="also write the slices column: every slice of a study carries its class in this dataset")
     args = ap.parse_args()
 
     studies = defaultdict(list)
@@ -36,7 +38,7 @@ def main():
     with open(args.out / "labels.csv", "w", newline="") as f:
         w = csv.writer(f)
         f.write(f"# pseudo-studies of the {args.split} split of the CT KIDNEY dataset (training/validation_set.py)\n")
-        w.writerow(["study"] + FINDINGS)
+        w.writerow(["study"] + FINDINGS + (["slices"] if args.slices else []))
         for study in sorted(studies):
             folder = args.out / study
             folder.mkdir(exist_ok=True)
@@ -46,7 +48,8 @@ def main():
                     link.unlink()
                 os.symlink((DATASET / relpath).resolve(), link)
             cls = study.split("-")[0]
-            w.writerow([study] + [int(cls == c) for c in FINDINGS])
+            where = [f"{cls}:1-{len(studies[study])}"] if args.slices and cls != "Normal" else [""] if args.slices else []
+            w.writerow([study] + [int(cls == c) for c in FINDINGS] + where)
     print(f"{len(studies)} studies, {sum(map(len, studies.values()))} slices in {args.out}")
 
 
