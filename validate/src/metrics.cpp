@@ -52,58 +52,62 @@ bool StudyOutcome::any_called() const {
   return std::any_of(called.begin(), called.end(), [](const auto& c) { return c.second; });
 }
 
-Metrics compute_metrics(const std::vector<StudyOutcome>& outcomes, const std::vector<std::string>& findings,
-                        int bootstrap, unsigned seed) {
-  Metrics m;
-  m.studies = static_cast<int>(outcomes.size());
-  m.bootstrap = bootstrap;
-  const size_t n = outcomes.size();
-  std::vector<std::vector<size_t>> resamples(static_cast<size_t>(std::max(bootstrap, 0)));
-  std::mt19937 rng(seed);
-  std::uniform_int_distribution<size_t> pick(0, n == 0 ? 0 : n - 1);
-  for (auto& sample : resamples) {
-    sample.resize(n);
-    for (auto& i : sample) i = pick(rng);
+namespace {
+
+// The same bootstrap resamples of the studies for every rate of one report.
+class Rates {
+ public:
+  Rates(const std::vector<StudyOutcome>& outcomes, int bootstrap, unsigned seed) : outcomes_(outcomes) {
+    const size_t n = outcomes.size();
+    resamples_.resize(static_cast<size_t>(std::max(bootstrap, 0)));
+    std::mt19937 rng(seed);
+    std::uniform_int_distribution<size_t> pick(0, n == 0 ? 0 : n - 1);
+    for (auto& sample : resamples_) {
+      sample.resize(n);
+      for (auto& i : sample) i = pick(rng);
+    }
   }
-  const auto rate = [&](auto&& per_study) {
+  // `per_study` gives each study's (events, out of).
+  template <typename PerStudy>
+  Rate operator()(PerStudy&& per_study) const {
     Counts counts;
-    counts.reserve(n);
-    for (const auto& s : outcomes) counts.push_back(per_study(s));
-    return rate_of(counts, resamples);
-  };
-  const auto called = [](const StudyOutcome& s, const std::string& f) {
-    const auto it = s.called.find(f);
-    return it != s.called.end() && it->second;
-  };
-
-  for (const auto& s : outcomes) m.normal_studies += s.normal() ? 1 : 0;
-  for (const auto& f : findings) {
-    FindingMetrics fm;
-    fm.finding = f;
-    fm.sensitivity = rate([&](const StudyOutcome& s) {
-      return s.truth.at(f) ? std::pair{called(s, f) ? 1 : 0, 1} : std::pair{0, 0};
-    });
-    fm.false_finding = rate([&](const StudyOutcome& s) {
-      return s.normal() ? std::pair{called(s, f) ? 1 : 0, 1} : std::pair{0, 0};
-    });
-    fm.called_on_others = rate([&](const StudyOutcome& s) {
-      return labelled_other_only(s, f) ? std::pair{called(s, f) ? 1 : 0, 1} : std::pair{0, 0};
-    });
-    fm.located = rate([&](const StudyOutcome& s) {
-      const auto it = s.on_labelled_slices.find(f);
-      return it == s.on_labelled_slices.end() ? std::pair{0, 0} : std::pair{it->second ? 1 : 0, 1};
-    });
-    m.findings.push_back(fm);
+    counts.reserve(outcomes_.size());
+    for (const auto& s : outcomes_) counts.push_back(per_study(s));
+    return rate_of(counts, resamples_);
   }
-  m.any_false_finding = rate([](const StudyOutcome& s) {
-    return s.normal() ? std::pair{s.any_called() ? 1 : 0, 1} : std::pair{0, 0};
-  });
-  m.not_assessed = rate([](const StudyOutcome& s) { return std::pair{s.not_assessed, s.slices}; });
 
+ private:
+  const std::vector<StudyOutcome>& outcomes_;
+  std::vector<std::vector<size_t>> resamples_;
+};
+
+bool called(const StudyOutcome& s, const std::string& f) {
+  const auto it = s.called.find(f);
+  return it != s.called.end() && it->second;
+}
+
+std::pair<int, int> when(bool eligible, bool event) { return eligible ? std::pair{event ? 1 : 0, 1} : std::pair{0, 0}; }
+
+FindingMetrics finding_metrics(const Rates& rate, const std::string& f) {
+  FindingMetrics fm;
+  fm.finding = f;
+  fm.sensitivity = rate([&](const StudyOutcome& s) { return when(s.truth.at(f), called(s, f)); });
+  fm.false_finding = rate([&](const StudyOutcome& s) { return when(s.normal(), called(s, f)); });
+  fm.called_on_others = rate([&](const StudyOutcome& s) { return when(labelled_other_only(s, f), called(s, f)); });
+  fm.located = rate([&](const StudyOutcome& s) {
+    const auto it = s.on_labelled_slices.find(f);
+    return when(it != s.on_labelled_slices.end(), it != s.on_labelled_slices.end() && it->second);
+  });
+  return fm;
+}
+
+std::vector<Stratum> strata_metrics(const Rates& rate, const std::vector<StudyOutcome>& outcomes,
+                                    const std::vector<std::string>& findings) {
   std::set<std::pair<std::string, std::string>> strata;
   for (const auto& s : outcomes) {
     for (const auto& kv : s.strata) strata.insert(kv);
   }
+  std::vector<Stratum> out;
   for (const auto& [key, value] : strata) {
     const auto in = [&, k = key, v = value](const StudyOutcome& s) {
       const auto it = s.strata.find(k);
@@ -119,35 +123,53 @@ Metrics compute_metrics(const std::vector<StudyOutcome>& outcomes, const std::ve
       }
       return std::pair{k, total};
     });
-    st.false_finding = rate([&](const StudyOutcome& s) {
-      return in(s) && s.normal() ? std::pair{s.any_called() ? 1 : 0, 1} : std::pair{0, 0};
-    });
+    st.false_finding = rate([&](const StudyOutcome& s) { return when(in(s) && s.normal(), s.any_called()); });
     st.not_assessed = rate([&](const StudyOutcome& s) {
       return in(s) ? std::pair{s.not_assessed, s.slices} : std::pair{0, 0};
     });
-    m.strata.push_back(st);
+    out.push_back(st);
   }
+  return out;
+}
 
+std::vector<ReliabilityBin> reliability(const std::vector<StudyOutcome>& outcomes,
+                                        const std::vector<std::string>& findings) {
   constexpr int kBins = 10;
-  m.reliability.resize(kBins);
+  std::vector<ReliabilityBin> bins(kBins);
   for (int b = 0; b < kBins; ++b) {
-    m.reliability[static_cast<size_t>(b)].low = b / static_cast<double>(kBins);
-    m.reliability[static_cast<size_t>(b)].high = (b + 1) / static_cast<double>(kBins);
+    bins[static_cast<size_t>(b)].low = b / static_cast<double>(kBins);
+    bins[static_cast<size_t>(b)].high = (b + 1) / static_cast<double>(kBins);
   }
   for (const auto& s : outcomes) {
     for (const auto& f : findings) {
       const auto it = s.score.find(f);
       if (it == s.score.end()) continue;
-      const int b = std::clamp(static_cast<int>(it->second * kBins), 0, kBins - 1);
-      auto& bin = m.reliability[static_cast<size_t>(b)];
+      auto& bin = bins[static_cast<size_t>(std::clamp(static_cast<int>(it->second * kBins), 0, kBins - 1))];
       bin.mean_score += it->second;
       ++bin.studies;
       bin.with_finding += s.truth.at(f) ? 1 : 0;
     }
   }
-  for (auto& bin : m.reliability) {
+  for (auto& bin : bins) {
     if (bin.studies > 0) bin.mean_score /= bin.studies;
   }
+  return bins;
+}
+
+}  // namespace
+
+Metrics compute_metrics(const std::vector<StudyOutcome>& outcomes, const std::vector<std::string>& findings,
+                        int bootstrap, unsigned seed) {
+  const Rates rate(outcomes, bootstrap, seed);
+  Metrics m;
+  m.studies = static_cast<int>(outcomes.size());
+  m.bootstrap = bootstrap;
+  for (const auto& s : outcomes) m.normal_studies += s.normal() ? 1 : 0;
+  for (const auto& f : findings) m.findings.push_back(finding_metrics(rate, f));
+  m.any_false_finding = rate([](const StudyOutcome& s) { return when(s.normal(), s.any_called()); });
+  m.not_assessed = rate([](const StudyOutcome& s) { return std::pair{s.not_assessed, s.slices}; });
+  m.strata = strata_metrics(rate, outcomes, findings);
+  m.reliability = reliability(outcomes, findings);
   return m;
 }
 

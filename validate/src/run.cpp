@@ -57,7 +57,7 @@ std::map<std::string, std::string> strata_of(const fs::path& dicom) {
     return {{"scanner", "unknown (header unreadable)"}};
   }
   DcmDataset& ds = *file.getDataset();
-  const auto or_unknown = [](std::string s) { return s.empty() ? std::string("not recorded") : s; };
+  const auto or_unknown = [](const std::string& s) { return s.empty() ? std::string("not recorded") : s; };
   std::string scanner = header_string(ds, DCM_Manufacturer);
   const std::string model = header_string(ds, DCM_ManufacturerModelName);
   if (!model.empty()) scanner += (scanner.empty() ? "" : " ") + model;
@@ -260,10 +260,7 @@ std::string card_value(const json& card, const char* table, const std::string& f
   return buf;
 }
 
-void write_html(const fs::path& out, const ValidateOptions& o, const engine::Model& model, const Metrics& m,
-                const std::vector<Case>& cases, const std::vector<StudyOutcome>& outcomes,
-                const std::vector<Wrong>& wrong, const json& card) {
-  std::ofstream html(out / "report.html");
+void write_head(std::ostream& html, const ValidateOptions& o, const engine::Model& model, const Metrics& m) {
   html << R"(<!doctype html><html lang="en"><head><meta charset="utf-8"><title>Nephra validation report</title>
 <style>body{font:14px/1.45 system-ui,sans-serif;margin:24px;max-width:1100px;color:#1d2430}
 table{border-collapse:collapse;margin:8px 0 18px}td,th{border-bottom:1px solid #dde;padding:4px 8px;text-align:left;
@@ -276,6 +273,9 @@ vertical-align:top}th{color:#555}.muted{color:#777}.bad{color:#b00020}img.hm{wid
        << (o.spool ? "results the node kept in its spool (shadow mode)" : "classified by this run") << ". "
        << "Intervals: 95 % bootstrap over studies (" << m.bootstrap
        << " resamples). Research prototype, not for diagnosis.</p>\n";
+}
+
+void write_findings(std::ostream& html, const engine::Model& model, const Metrics& m, const json& card) {
   html << "<h2>What a finding in the SR is worth on these studies</h2>\n<table><tr><th>finding</th><th>study "
           "sensitivity</th><th>false finding on normal studies</th><th>called on studies of another finding</th>"
           "<th>run on the labelled slices</th><th>model card (out of fold): sensitivity / false finding</th></tr>\n";
@@ -296,7 +296,11 @@ vertical-align:top}th{color:#555}.muted{color:#777}.bad{color:#b00020}img.hm{wid
                   model.min_run_for(f.first));
     rule += (rule.empty() ? "" : "; ") + std::string(buf);
   }
-  html << rule << ").</p>\n<h2>By scanner, kernel, contrast and slice thickness (from the DICOM headers)</h2>\n"
+  html << rule << ").</p>\n";
+}
+
+void write_strata(std::ostream& html, const Metrics& m) {
+  html << "<h2>By scanner, kernel, contrast and slice thickness (from the DICOM headers)</h2>\n"
        << "<table><tr><th>stratum</th><th>value</th><th>labelled findings found</th><th>false finding on normal "
           "studies</th><th>slices not assessed</th></tr>\n";
   for (const auto& s : m.strata) {
@@ -308,6 +312,9 @@ vertical-align:top}th{color:#555}.muted{color:#777}.bad{color:#b00020}img.hm{wid
           "in a tenth of the range, against the share of them labelled with the finding; point size = pairs. The "
           "study score is not a probability that the study has the finding: a well-behaved model rises from "
           "bottom left to top right.</p>\n";
+}
+
+void write_wrong(std::ostream& html, const std::vector<Wrong>& wrong) {
   html << "<h2>Studies it got wrong</h2>\n";
   if (wrong.empty()) html << "<p>None.</p>\n";
   html << "<table>";
@@ -317,10 +324,14 @@ vertical-align:top}th{color:#555}.muted{color:#777}.bad{color:#b00020}img.hm{wid
     html << "<tr><td>" << esc(w.study) << "</td><td class=bad>" << esc(w.kind) << ": " << esc(w.finding)
          << "</td><td>study score " << score << ", slice " << w.slice << "</td><td>"
          << (w.image.empty() ? "<span class=muted>slice no longer readable</span>"
-                             : "<img class=hm src=\"" + esc(w.image) + "\" alt=\"heatmap\">")
+                             : R"(<img class=hm src=")" + esc(w.image) + R"(" alt="heatmap">)")
          << "</td></tr>\n";
   }
-  html << "</table>\n<h2>Every study</h2>\n<table><tr><th>study</th><th>labelled</th><th>called (study score)</th>"
+  html << "</table>\n";
+}
+
+void write_studies(std::ostream& html, const std::vector<Case>& cases, const std::vector<StudyOutcome>& outcomes) {
+  html << "<h2>Every study</h2>\n<table><tr><th>study</th><th>labelled</th><th>called (study score)</th>"
           "<th>slices</th><th>not assessed</th><th>note</th></tr>\n";
   for (size_t i = 0; i < cases.size(); ++i) {
     const auto& study = outcomes[i];
@@ -335,38 +346,34 @@ vertical-align:top}th{color:#555}.muted{color:#777}.bad{color:#b00020}img.hm{wid
          << "</td><td>" << called << "</td><td>" << study.slices << "</td><td>" << study.not_assessed
          << "</td><td class=bad>" << esc(cases[i].error) << "</td></tr>\n";
   }
-  html << "</table></body></html>\n";
+  html << "</table>\n";
 }
 
-}  // namespace
+void write_html(const fs::path& out, const ValidateOptions& o, const engine::Model& model, const Metrics& m,
+                const std::vector<Case>& cases, const std::vector<StudyOutcome>& outcomes,
+                const std::vector<Wrong>& wrong, const json& card) {
+  std::ofstream html(out / "report.html");
+  write_head(html, o, model, m);
+  write_findings(html, model, m, card);
+  write_strata(html, m);
+  write_wrong(html, wrong);
+  write_studies(html, cases, outcomes);
+  html << "</body></html>\n";
+}
 
-Metrics run_validation(const ValidateOptions& o, engine::Classifier& clf, std::ostream& progress) {
-  const auto& model = clf.model();
-  std::vector<std::string> findings;
-  for (const auto& [name, threshold] : model.decision_thresholds) findings.push_back(name);
-  const auto labels = read_labels(o.labels, findings);
-  fs::create_directories(o.out);
-
+std::vector<Case> judge_all(const ValidateOptions& o, const std::vector<StudyLabel>& labels, engine::Classifier& clf,
+                            std::ostream& progress) {
   std::vector<Case> cases;
   for (size_t i = 0; i < labels.size(); ++i) {
     progress_bar(progress, i, labels.size(), labels[i].study);
     cases.push_back(o.spool ? judge_spool(labels[i], *o.spool) : judge_folder(labels[i], o.labels.parent_path(), clf));
   }
   progress_bar(progress, labels.size(), labels.size(), "done");
-  std::vector<StudyOutcome> outcomes;
-  std::vector<Case> judged;
-  for (const auto& c : cases) {
-    if (!c.error.empty()) {
-      progress << "validate: " << o.labels.filename().string() << ":" << c.label.line << ": " << c.error
-               << " (left out)\n";
-      continue;
-    }
-    outcomes.push_back(outcome_of(c, findings));
-    judged.push_back(c);
-  }
-  if (outcomes.empty()) throw std::runtime_error("no labelled study could be judged");
-  const Metrics metrics = compute_metrics(outcomes, findings, o.bootstrap);
+  return cases;
+}
 
+std::vector<Wrong> wrong_calls(const ValidateOptions& o, const std::vector<Case>& judged,
+                               const std::vector<StudyOutcome>& outcomes, engine::Classifier& clf) {
   std::vector<Wrong> wrong;
   for (size_t i = 0; i < judged.size(); ++i) {
     for (const auto& f : judged[i].results.value("findings", json::array())) {
@@ -382,28 +389,33 @@ Metrics run_validation(const ValidateOptions& o, engine::Classifier& clf, std::o
       wrong.push_back(w);
     }
   }
-  draw_reliability(metrics, o.out / "reliability.png");
+  return wrong;
+}
 
-  json card = json::object();
-  if (std::ifstream in(o.manifest); in) {
-    const auto manifest = json::parse(in, nullptr, false);
-    if (manifest.is_object())
-      card = manifest.value("metrics", json::object()).value("study_out_of_fold", json::object());
-  }
+json card_of(const fs::path& manifest_path) {
+  std::ifstream in(manifest_path);
+  if (!in) return json::object();
+  const auto manifest = json::parse(in, nullptr, false);
+  if (!manifest.is_object()) return json::object();
+  return manifest.value("metrics", json::object()).value("study_out_of_fold", json::object());
+}
+
+json report_json(const ValidateOptions& o, const engine::Model& model, const Metrics& metrics,
+                 const std::vector<Case>& cases, const std::vector<StudyOutcome>& outcomes, const json& card) {
   json report = to_json(metrics);
   report["model"] = model.id();
   report["onnx_sha256"] = model.onnx_sha256;
   report["source"] = o.spool ? "spool" : "folders";
   report["model_card_out_of_fold"] = card;
   json studies = json::array();
-  for (size_t i = 0; i < judged.size(); ++i) {
-    studies.push_back({{"study", outcomes[i].study},
-                       {"labelled", outcomes[i].truth},
-                       {"called", outcomes[i].called},
-                       {"score", outcomes[i].score},
-                       {"slices", outcomes[i].slices},
-                       {"not_assessed", outcomes[i].not_assessed},
-                       {"strata", outcomes[i].strata}});
+  for (const auto& s : outcomes) {
+    studies.push_back({{"study", s.study},
+                       {"labelled", s.truth},
+                       {"called", s.called},
+                       {"score", s.score},
+                       {"slices", s.slices},
+                       {"not_assessed", s.not_assessed},
+                       {"strata", s.strata}});
   }
   report["per_study"] = studies;
   json errors = json::array();
@@ -411,7 +423,36 @@ Metrics run_validation(const ValidateOptions& o, engine::Classifier& clf, std::o
     if (!c.error.empty()) errors.push_back({{"study", c.label.study}, {"line", c.label.line}, {"error", c.error}});
   }
   report["left_out"] = errors;
-  std::ofstream(o.out / "report.json") << report.dump(1) << "\n";
+  return report;
+}
+
+}  // namespace
+
+Metrics run_validation(const ValidateOptions& o, engine::Classifier& clf, std::ostream& progress) {
+  const auto& model = clf.model();
+  std::vector<std::string> findings;
+  for (const auto& [name, threshold] : model.decision_thresholds) findings.push_back(name);
+  const auto labels = read_labels(o.labels, findings);
+  fs::create_directories(o.out);
+
+  const std::vector<Case> cases = judge_all(o, labels, clf, progress);
+  std::vector<StudyOutcome> outcomes;
+  std::vector<Case> judged;
+  for (const auto& c : cases) {
+    if (!c.error.empty()) {
+      progress << "validate: " << o.labels.filename().string() << ":" << c.label.line << ": " << c.error
+               << " (left out)\n";
+      continue;
+    }
+    outcomes.push_back(outcome_of(c, findings));
+    judged.push_back(c);
+  }
+  if (outcomes.empty()) throw std::runtime_error("no labelled study could be judged");
+  Metrics metrics = compute_metrics(outcomes, findings, o.bootstrap);
+  const auto wrong = wrong_calls(o, judged, outcomes, clf);
+  draw_reliability(metrics, o.out / "reliability.png");
+  const json card = card_of(o.manifest);
+  std::ofstream(o.out / "report.json") << report_json(o, model, metrics, cases, outcomes, card).dump(1) << "\n";
   write_html(o.out, o, model, metrics, judged, outcomes, wrong, card);
   return metrics;
 }
