@@ -32,10 +32,10 @@ import torch
 from calibrate_ood import fit_temperature, softmax
 from model import Deployed, build_model, forward_all, to_input
 from paths import CLASSES, REPO
+from study_rule import longest_run, rate_ci
 
 FINDINGS = [c for c in CLASSES if c != "Normal"]
 PARITY_TOLERANCE = 2e-3  # calibrated probability, torch on the engine's input vs the engine (OpenCV DNN)
-BOOTSTRAP = 2000
 
 
 def read_labels(path):
@@ -106,14 +106,6 @@ def fit_head(feats, y, w0, b0, pull=1e-3, steps=200):
     return w.detach().numpy(), b.detach().numpy()
 
 
-def longest_run(flags):
-    best = run = 0
-    for f in flags:
-        run = run + 1 if f else 0
-        best = max(best, run)
-    return best
-
-
 def study_calls(probs, assessed, rule):
     """The manifest's study rule on one study's slices (in order): {finding: present}."""
     calls = {}
@@ -123,23 +115,14 @@ def study_calls(probs, assessed, rule):
     return calls
 
 
-def rate(flags, rng):
-    flags = np.asarray(flags, float)
-    if len(flags) == 0:
-        return None
-    boots = rng.choice(flags, (BOOTSTRAP, len(flags))).mean(1)
-    return {"rate": round(float(flags.mean()), 4), "n": int(len(flags)), "hits": int(flags.sum()),
-            "ci95": [round(float(q), 4) for q in np.percentile(boots, [2.5, 97.5])]}
-
-
 def study_metrics(calls, studies, seed=0):
     rng = np.random.default_rng(seed)
     normal = [not any(s["truth"].values()) for s in studies]
     out = {"sensitivity": {}, "false_finding_rate_normal": {}}
     for f in FINDINGS:
-        out["sensitivity"][f] = rate([c[f] for c, s in zip(calls, studies) if s["truth"][f]], rng)
-        out["false_finding_rate_normal"][f] = rate([c[f] for c, n in zip(calls, normal) if n], rng)
-    out["false_finding_rate_normal"]["any"] = rate([any(c.values()) for c, n in zip(calls, normal) if n], rng)
+        out["sensitivity"][f] = rate_ci([c[f] for c, s in zip(calls, studies) if s["truth"][f]], rng)
+        out["false_finding_rate_normal"][f] = rate_ci([c[f] for c, n in zip(calls, normal) if n], rng)
+    out["false_finding_rate_normal"]["any"] = rate_ci([any(c.values()) for c, n in zip(calls, normal) if n], rng)
     return out
 
 

@@ -25,12 +25,8 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-# shellcheck source=../../bench/lib/common.sh
-. "$root/bench/lib/common.sh"
-
-skip() { nb_log "SKIP: $*"; exit 77; }
-fail() { nb_log "FAIL: $*"; exit 1; }
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
 build=${1:-${NEPHRA_BUILD:-$root/build/release}}
 out=${2:-${NEPHRA_VIEWER_OUT:-}}
@@ -40,8 +36,7 @@ nephrad=$build/app/nephrad
 [ -x "$nephrad" ] || fail "$nephrad is missing: build the nephrad target first"
 
 # --- prerequisites: the three optional ones skip, the rest fail ---------------------------------------------
-chromium=${CHROMIUM:-$(command -v chromium || command -v chromium-browser || true)}
-[ -n "$chromium" ] && [ -x "$chromium" ] || skip "chromium is not installed (apt-get install -y chromium)"
+vt_require_browser
 plugin=${ORTHANC_DICOMWEB_PLUGIN:-}
 if [ -z "$plugin" ]; then
   for p in /usr/share/orthanc/plugins/libOrthancDicomWeb.so /usr/lib/orthanc/libOrthancDicomWeb.so* \
@@ -50,9 +45,7 @@ if [ -z "$plugin" ]; then
   done
 fi
 [ -n "$plugin" ] && [ -f "$plugin" ] || skip "Orthanc's DICOMweb plugin is not installed (apt-get install -y orthanc-dicomweb)"
-command -v node >/dev/null || skip "node is not installed (apt-get install -y nodejs)"
-[ -f "$here/node_modules/puppeteer-core/package.json" ] && [ -f "$here/node_modules/@ohif/app/dist/index.html" ] \
-  || skip "tests/viewer/node_modules is not installed (tests/viewer/install.sh)"
+[ -f "$here/node_modules/@ohif/app/dist/index.html" ] || skip "OHIF is not installed (tests/viewer/install.sh)"
 nb_require Orthanc dsrdump dciodvfy curl "$NB_PY"
 
 # --- scratch folder, PID tracking, cleanup -------------------------------------------------------------------

@@ -10,21 +10,14 @@
 set -uo pipefail
 
 here=$(cd "$(dirname "$0")" && pwd)
-root=$(cd "$here/../.." && pwd)
-# shellcheck source=../../bench/lib/common.sh
-. "$root/bench/lib/common.sh"
-
-skip() { nb_log "SKIP: $*"; exit 77; }
-fail() { nb_log "FAIL: $*"; exit 1; }
+# shellcheck source=lib.sh
+. "$here/lib.sh"
 
 build=${1:-${NEPHRA_BUILD:-$root/build/release}}
 out=${2:-}
 nephrad=$build/app/nephrad
 [ -x "$nephrad" ] || fail "$nephrad is missing: build the nephrad target first"
-chromium=${CHROMIUM:-$(command -v chromium || true)}
-[ -n "$chromium" ] || skip "chromium is not installed (apt-get install -y chromium)"
-command -v node >/dev/null || skip "node is not installed (apt-get install -y nodejs)"
-[ -f "$here/node_modules/puppeteer-core/package.json" ] || skip "tests/viewer/node_modules is not installed (tests/viewer/install.sh)"
+vt_require_browser
 nb_require storescu storescp curl
 
 work=$(mktemp -d "${TMPDIR:-/var/tmp}/nephra-status-XXXXXX")
