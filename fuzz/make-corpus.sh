@@ -16,7 +16,7 @@ for tool in dcmscale dcmconv dcmcjpeg dcmcjpls dcmcrle dcmodify dcmj2pnm dcmdump
 done
 
 rm -rf "$out"
-mkdir -p "$out/fuzz_dicom_engine" "$out/fuzz_config" "$out/fuzz_preprocess"
+mkdir -p "$out/fuzz_dicom_engine" "$out/fuzz_config" "$out/fuzz_preprocess" "$out/fuzz_labels"
 d=$out/fuzz_dicom_engine
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -75,6 +75,11 @@ for src in "${sources[@]}"; do
   dcmj2pnm +Ww 40 400 +oj "$small" "$d/s$n-export.jpg" >/dev/null
 done
 head -c 200000 "$fixture/1-066.dcm" > "$d/fixture-1-066-truncated.dcm"
+
+# --- labels (nephra validate) ---------------------------------------------------------------------------------
+printf 'study,Cyst,Stone,Tumor,slices\ncase-1,0,0,1,Tumor:40-46 48\ncase-2,0,0,0,\ncase-3,1,1,0,Cyst:3;Stone:7-9\n' \
+  > "$out/fuzz_labels/labels.csv"
+printf '\xEF\xBB\xBF# site\nstudy,Tumor,Cyst,Stone\n1.2.840.1,1,0,0\n' > "$out/fuzz_labels/by-uid.csv"
 
 # --- config --------------------------------------------------------------------------------------------------
 c=$out/fuzz_config
