@@ -15,7 +15,7 @@ const check = (ok, what) => {
     executablePath: process.env.CHROMIUM || 'chromium',
     headless: true,
     args: ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync'],
+      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage'],
   });
   try {
     const page = await browser.newPage();

@@ -190,7 +190,7 @@ async function main() {
     userDataDir,
     args: [
       '--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run', '--disable-background-networking',
-      '--disable-component-update', '--disable-sync', '--disable-default-apps', '--disable-extensions',
+      '--disable-component-update', '--disable-sync', '--disable-dev-shm-usage', '--disable-default-apps', '--disable-extensions',
       // WebGL through SwiftShader (software): cornerstone renders with WebGL, and without this flag Chromium
       // refuses the automatic software fallback.
       '--enable-unsafe-swiftshader', '--use-angle=swiftshader', '--window-size=1600,1000',

@@ -19,6 +19,7 @@ def main():
         print(f"SKIP: {DATASET} is absent")
         sys.exit(77)
     expected = json.loads((REPO / "models" / "nephra-kidney.json").read_text())["metrics"]["validate_test_split"]
+    expected.pop("how", None)
     with tempfile.TemporaryDirectory() as tmp:
         subprocess.run(["/usr/bin/python3", str(REPO / "training" / "validation_set.py"), "--split", "test", "--out",
                         f"{tmp}/site"], check=True)
