@@ -11,6 +11,7 @@
 #include <boost/beast/core.hpp>
 #include <boost/beast/http.hpp>
 #include <chrono>
+#include <limits>
 #include <optional>
 #include <stdexcept>
 #include <thread>
@@ -47,16 +48,20 @@ class Session : public std::enable_shared_from_this<Session> {
   Session& operator=(const Session&) = delete;
   ~Session() { --shared_.sessions; }
 
+  // Headers first: a body is read only for the POST that holds the upload slot, up to its limit, so no other
+  // request can make the node hold a large body in memory.
   void read() {
     parser_.emplace();
-    parser_->body_limit(std::max<size_t>(shared_.limits.max_body_bytes, kMaxPlainBody));
+    parser_->body_limit(std::numeric_limits<std::uint64_t>::max());  // judged in on_header, per request
+    head_ = false;
     stream_.expires_after(kRequestTimeout);
-    http::async_read(stream_, buffer_, *parser_,
-                     [self = shared_from_this()](beast::error_code ec, size_t) { self->on_read(ec); });
+    http::async_read_header(stream_, buffer_, *parser_,
+                            [self = shared_from_this()](beast::error_code ec, size_t) { self->on_header(ec); });
   }
 
  private:
   static constexpr size_t kMaxPlainBody = size_t{8} * 1024;
+  static constexpr auto kUploadTimeout = std::chrono::seconds(120);  // a 32 MB upload over a slow link
   beast::tcp_stream stream_;
   beast::flat_buffer buffer_;
   std::optional<http::request_parser<http::string_body>> parser_;
@@ -65,18 +70,54 @@ class Session : public std::enable_shared_from_this<Session> {
   bool head_ = false;
   bool counted_upload_ = false;
 
-  void on_read(beast::error_code ec) {
-    if (ec == http::error::body_limit && shared_.limits.max_body_bytes == 0) {
-      respond(plain(405, "uploads are off (http.try_page = false)\n"), 11, false);
+  void on_header(beast::error_code ec) {
+    if (ec) {
+      spdlog::debug("HTTP_HEADER_FAILED reason=\"{}\"", ec.message());
+      stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
       return;
     }
-    if (ec == http::error::body_limit) {
-      respond(
-          plain(413, "upload larger than the limit of " + std::to_string(shared_.limits.max_body_bytes) + " bytes\n"),
+    const auto& request = parser_->get();
+    const size_t length = parser_->content_length().value_or(0);
+    const size_t limit = shared_.limits.max_body_bytes;
+    if (request.method() == http::verb::post && limit > 0 && length > 0) {
+      if (length > limit) {
+        return respond(plain(413, "upload larger than the limit of " + std::to_string(limit) + " bytes\n"), 11, false);
+      }
+      if (shared_.uploads.fetch_add(1) > 0) {
+        --shared_.uploads;
+        return respond(plain(503, "another upload is being classified; try again in a moment\n"), 11, false);
+      }
+      counted_upload_ = true;
+      parser_->body_limit(limit);
+      stream_.expires_after(kUploadTimeout);
+      if (beast::iequals(request[http::field::expect], "100-continue")) {
+        http::response<http::empty_body> go_on{http::status::continue_, request.version()};
+        beast::error_code ignored;  // a client that cannot take these few bytes fails on the body read instead
+        http::write(stream_.socket(), go_on, ignored);
+      }
+    } else if (length > kMaxPlainBody) {  // refused before its body is read; the connection closes after the answer
+      const bool upload = request.method() == http::verb::post;
+      return respond(upload ? plain(405, "uploads are off (http.try_page = false)\n")
+                            : plain(413, "a request body is only taken by POST /try\n"),
+                     11, false);
+    } else {
+      parser_->body_limit(kMaxPlainBody);
+    }
+    http::async_read(stream_, buffer_, *parser_,
+                     [self = shared_from_this()](beast::error_code rec, size_t) { self->on_read(rec); });
+  }
+
+  void on_read(beast::error_code ec) {
+    if (ec == http::error::body_limit) {  // chunked, or a body larger than its Content-Length said
+      return respond(
+          plain(413, "upload larger than the limit of " +
+                         std::to_string(std::max(shared_.limits.max_body_bytes, kMaxPlainBody)) + " bytes\n"),
           11, false);
-      return;
     }
     if (ec) {
+      spdlog::debug("HTTP_READ_FAILED reason=\"{}\"", ec.message());
+      if (counted_upload_) --shared_.uploads;
+      counted_upload_ = false;
       stream_.socket().shutdown(tcp::socket::shutdown_both, ec);
       return;
     }
@@ -92,21 +133,31 @@ class Session : public std::enable_shared_from_this<Session> {
     if (!req.post && request.method() != http::verb::get && !head_) {
       respond(plain(405, "only GET, HEAD and POST\n"), version, keep_alive);
     } else if (!req.post) {
-      respond(shared_.handler(req), version, keep_alive);
-    } else if (shared_.limits.max_body_bytes == 0) {
-      respond(plain(405, "uploads are off (http.try_page = false)\n"), version, keep_alive);
-    } else if (shared_.uploads.fetch_add(1) > 0) {
-      --shared_.uploads;
-      respond(plain(503, "another upload is being classified; try again in a moment\n"), version, keep_alive);
+      respond(handle(shared_.handler, req), version, keep_alive);
+    } else if (!counted_upload_) {  // a POST without a body
+      respond(plain(shared_.limits.max_body_bytes == 0 ? 405 : 400, shared_.limits.max_body_bytes == 0
+                                                                        ? "uploads are off (http.try_page = false)\n"
+                                                                        : "the upload is empty\n"),
+              version, keep_alive);
     } else {
-      counted_upload_ = true;
       req.body = std::move(parser_->get().body());
-      asio::post(shared_.upload_thread, [self = shared_from_this(), req = std::move(req), version, keep_alive] {
-        HttpResponse answer = self->shared_.handler(req);
-        asio::post(self->stream_.get_executor(), [self, answer = std::move(answer), version, keep_alive] {
-          self->respond(answer, version, keep_alive);
-        });
-      });
+      asio::post(shared_.upload_thread,
+                 [self = shared_from_this(), req = std::move(req), version, keep_alive]() mutable {
+                   HttpResponse answer = handle(self->shared_.handler, req);
+                   auto& executor = self->stream_;
+                   asio::post(executor.get_executor(), [self = std::move(self), answer = std::move(answer), version,
+                                                        keep_alive] { self->respond(answer, version, keep_alive); });
+                 });
+    }
+  }
+
+  // A handler that throws answers 500 instead of taking the endpoint's thread (and the node) down.
+  static HttpResponse handle(const HttpHandler& handler, const HttpRequest& req) {
+    try {
+      return handler(req);
+    } catch (const std::exception& err) {
+      spdlog::error("HTTP_HANDLER_FAILED path={} reason=\"{}\"", req.path, err.what());
+      return plain(500, "internal error; the node's log says why\n");
     }
   }
 

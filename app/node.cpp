@@ -170,7 +170,9 @@ class Runtime {
     if (path == "/" || path == "/index.html") {
       return {200, "text/html; charset=utf-8", status_page_html(parts_.live.get()->http.try_page)};
     }
-    if (path == "/status.json") return {200, "application/json", status_json().dump() + "\n"};
+    if (path == "/status.json")
+      return {200, "application/json",
+              status_json().dump(-1, ' ', false, nlohmann::json::error_handler_t::replace) + "\n"};
     if (path == "/metrics") return {200, "text/plain; version=0.0.4; charset=utf-8", registry_.render()};
     if (path == "/healthz") {
       const std::string reason = unhealthy_reason();

@@ -11,6 +11,13 @@ constexpr int kMinutes = 60;
 constexpr size_t kReasonChars = 240;  // a page row, not a log: the full reason is in the journal
 
 // The counters as they were at time t: the last sample at or before it (zero before the first).
+// At most `bytes` of UTF-8 text, never cutting a character in two (nlohmann::json refuses broken UTF-8).
+std::string clip_utf8(const std::string& text, size_t bytes) {
+  if (text.size() <= bytes) return text;
+  while (bytes > 0 && (static_cast<unsigned char>(text[bytes]) & 0xC0U) == 0x80U) --bytes;
+  return text.substr(0, bytes);
+}
+
 Throughput::Sample at_or_before(const std::deque<Throughput::Sample>& samples, double t) {
   Throughput::Sample found;
   for (const auto& s : samples) {
@@ -183,7 +190,7 @@ nlohmann::json rounds_json(const std::vector<store::RoundView>& rounds, double n
   };
   for (const auto& v : rounds) {
     const auto& r = v.record;
-    const bool delivered = r.state == store::RoundState::kDone && r.classified_at > 0;
+    const bool delivered = r.state == store::RoundState::kDone && r.classified_at > 0 && r.reason.empty();
     out.push_back({{"study", v.study_key.substr(0, 12)},
                    {"calling_ae", v.calling_ae},
                    {"round", v.round},
@@ -191,7 +198,7 @@ nlohmann::json rounds_json(const std::vector<store::RoundView>& rounds, double n
                    {"instances", r.instances},
                    {"findings", r.findings},
                    {"attempts", r.attempts},
-                   {"reason", r.reason.substr(0, kReasonChars)},
+                   {"reason", clip_utf8(r.reason, kReasonChars)},
                    {"sealed_ago_s", seconds(r.sealed_at, now)},
                    {"classify_s", seconds(r.sealed_at, r.classified_at)},
                    {"deliver_s", delivered ? seconds(r.classified_at, r.changed) : nullptr},

@@ -1,5 +1,8 @@
 #include "try_slice.h"
 
+#include <dcmtk/config/osconfig.h>
+#include <dcmtk/dcmdata/dcdeftag.h>
+#include <dcmtk/dcmdata/dcfilefo.h>
 #include <openssl/evp.h>
 #include <spdlog/spdlog.h>
 
@@ -14,6 +17,16 @@ namespace nephra::app {
 namespace {
 
 constexpr size_t kMaxHeatmaps = 4;  // a multi-frame upload: the first frames get one, all get their class
+constexpr long kMaxFrames = 16;     // one slice to try, not a series: 32 MB of small RLE frames would be thousands
+
+// Frames the upload says it holds, from its header alone (pixel data is not read); 1 when it is not DICOM.
+long frames_in(const std::filesystem::path& file) {
+  DcmFileFormat header;
+  if (header.loadFile(file.c_str(), EXS_Unknown, EGL_noChange, 4096).bad()) return 1;
+  Sint32 frames = 1;
+  if (header.getDataset()->findAndGetSint32(DCM_NumberOfFrames, frames).bad()) return 1;
+  return frames;
+}
 
 std::string base64(const std::vector<unsigned char>& bytes) {
   std::string out(4 * ((bytes.size() + 2) / 3), '\0');
@@ -62,6 +75,10 @@ HttpResponse try_slice(engine::Classifier& classifier, const std::string& upload
     if (!out.flush()) return json_error(500, "cannot keep the upload for reading (is the spool full?)");
   }
   const auto& model = classifier.model();
+  if (const long frames = frames_in(scratch); frames > kMaxFrames) {
+    return json_error(422, "this file holds " + std::to_string(frames) + " frames; try at most " +
+                               std::to_string(kMaxFrames) + " (one slice, or a few)");
+  }
   try {
     const auto slices = engine::load_slices(scratch, model);
     const auto results = classifier.classify(slices);

@@ -72,7 +72,7 @@ class ClassifyStep : public StudyStep {
   static std::vector<cv::Point2f> outline(const engine::Slice& slice, const engine::SliceResult& result, int cls) {
     auto region = engine::hot_region(engine::heatmap(slice, result, cls));
     if (!region.empty()) return region;
-    const auto c = cv::Rect2f(slice.crop);
+    const auto c = cv::Rect2f(slice.crop & cv::Rect(0, 0, slice.display.cols, slice.display.rows));
     return {c.tl(), {c.x + c.width, c.y}, c.br(), {c.x, c.y + c.height}, c.tl()};
   }
 

@@ -170,7 +170,7 @@ void add_evidence(DSRDocument& doc, const Report& r) {
     if (!referable(s)) continue;
     const OFCondition cond = doc.getCurrentRequestedProcedureEvidence().addItem(
         r.study_uid, s.source.series_instance_uid, s.source.sop_class_uid, s.source.sop_instance_uid);
-    if (cond.bad()) throw ResultError("SR evidence for " + s.source.sop_instance_uid + ": " + cond.text());
+    if (cond.bad()) throw ResultError("SR evidence for slice " + std::to_string(s.number) + ": " + cond.text());
   }
 }
 

@@ -160,7 +160,10 @@ Case judge_spool(const StudyLabel& label, const fs::path& spool) {
   }
   std::ifstream in(*round / "results.json");
   c.results = json::parse(in, nullptr, false);
-  if (!c.results.is_object()) c.error = "unreadable " + (*round / "results.json").string();
+  if (!c.results.is_object()) {
+    c.error = "unreadable " + (*round / "results.json").string();
+    return c;
+  }
   for (const auto& s : c.results.value("slices", json::array())) {
     const fs::path file = s.value("file", "");
     if (!file.empty() && fs::exists(file)) {
