@@ -77,8 +77,9 @@ const std::vector<KeyInfo> kRows = {
     {"results.timeout_seconds", "integer", "30", "Network timeout for sending results.", 1, 3600, kLive},
     {"results.shadow", "boolean", "false",
      "Shadow mode: studies are received and classified and their results kept in the spool (status page, "
-     "results.json, metrics; `nephra validate --spool` reads them), but nothing is sent to any archive. A round "
-     "finished while it is on is never sent later.",
+     "results.json, metrics; `nephra validate --spool` reads them), but nothing is sent to any archive. Rounds "
+     "classified while it is on, and those still waiting for delivery when it is turned on, are kept and never "
+     "sent later.",
      0, 0, kLive},
     {"retention.instances_hours", "number", "24",
      "How long received CT stays once every round of its study is done (delivered, dead-lettered or superseded); "
