@@ -171,6 +171,24 @@ std::string hash_hex(const std::string& text, size_t hex_chars) {
   return out.substr(0, hex_chars);
 }
 
+std::optional<fs::path> newest_round_with(const fs::path& root, const std::string& study_uid, const std::string& name) {
+  std::optional<fs::path> newest;
+  int newest_number = 0;
+  std::error_code ec;
+  for (const auto& study : fs::directory_iterator(root / "studies", ec)) {
+    const auto meta = nlohmann::json::parse(read_text(study.path() / "study.json"), nullptr, false);
+    if (!meta.is_object() || meta.value("study_uid", "") != study_uid) continue;
+    for (const int n : round_numbers(study.path() / kRounds)) {
+      const fs::path round = study.path() / kRounds / std::to_string(n);
+      if (n > newest_number && fs::exists(round / name)) {
+        newest_number = n;
+        newest = round;
+      }
+    }
+  }
+  return newest;
+}
+
 std::string study_key_of(const std::string& calling_ae, const std::string& study_uid) {
   // The AE is part of the key: the same study from two archives is two jobs answered to two senders.
   return hash_hex(calling_ae + '\\' + study_uid);

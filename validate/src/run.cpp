@@ -10,6 +10,7 @@
 #include <opencv2/imgproc.hpp>
 
 #include "nephra/engine/study.h"
+#include "nephra/store/round_store.h"
 #include "nephra/validate/labels.h"
 
 namespace nephra::validate {
@@ -98,27 +99,6 @@ StudyOutcome outcome_of(const Case& c, const std::vector<std::string>& findings)
   return o;
 }
 
-// The latest round of the study the node kept results for (results.json), by Study Instance UID.
-std::optional<fs::path> round_in_spool(const fs::path& spool, const std::string& study_uid) {
-  std::optional<fs::path> best;
-  int best_round = 0;
-  std::error_code ec;
-  for (const auto& study : fs::directory_iterator(spool / "studies", ec)) {
-    std::ifstream meta(study.path() / "study.json");
-    const auto j = json::parse(meta, nullptr, false);
-    if (!j.is_object() || j.value("study_uid", "") != study_uid) continue;
-    for (const auto& round : fs::directory_iterator(study.path() / "rounds", ec)) {
-      const std::string name = round.path().filename().string();
-      if (name.empty() || !std::all_of(name.begin(), name.end(), ::isdigit) || name.size() > 8) continue;
-      if (fs::exists(round.path() / "results.json") && std::stoi(name) > best_round) {
-        best_round = std::stoi(name);
-        best = round.path();
-      }
-    }
-  }
-  return best;
-}
-
 void progress_bar(std::ostream& os, size_t done, size_t total, const std::string& what) {
   constexpr size_t kWidth = 30;
   const size_t filled = total == 0 ? kWidth : done * kWidth / total;
@@ -153,7 +133,7 @@ Case judge_folder(const StudyLabel& label, const fs::path& base, engine::Classif
 
 Case judge_spool(const StudyLabel& label, const fs::path& spool) {
   Case c{label, {}, {}, {}};
-  const auto round = round_in_spool(spool, label.study);
+  const auto round = store::newest_round_with(spool, label.study, "results.json");
   if (!round) {
     c.error = "no results for Study Instance UID " + label.study + " in " + spool.string();
     return c;

@@ -146,6 +146,11 @@ double epoch_seconds();
 std::string hash_hex(const std::string& text, size_t hex_chars = 32);
 std::string study_key_of(const std::string& calling_ae, const std::string& study_uid);
 
+// The newest round, of any sender's study with this Study Instance UID, whose folder holds the file `name` (e.g.
+// "results.json"). Reads only, so it may look into the spool of a running node (nephra validate --spool).
+std::optional<std::filesystem::path> newest_round_with(const std::filesystem::path& root, const std::string& study_uid,
+                                                       const std::string& name);
+
 class RoundStore {
  public:
   // Writes the instance's bytes to the given temporary path; returns an error text, empty on success.
