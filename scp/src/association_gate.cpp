@@ -1,7 +1,10 @@
 #include "association_gate.h"
 
 #include <arpa/inet.h>
+#include <fcntl.h>
 #include <netinet/in.h>
+#include <openssl/err.h>
+#include <openssl/ssl.h>
 #include <poll.h>
 #include <spdlog/spdlog.h>
 #include <sys/socket.h>
@@ -33,6 +36,9 @@ struct Waiting {
   int fd = -1;
   std::string peer;
   Clock::time_point deadline;
+  SSL* ssl = nullptr;  // under TLS, from the moment its ClientHello has arrived
+  bool handshaken = false;
+  bool wants_write = false;
 };
 
 enum class Verdict { wait, ready, closed, refused };
@@ -46,6 +52,20 @@ uint32_t big_endian(const unsigned char* p, int bytes) {
   uint32_t v = 0;
   for (int i = 0; i < bytes; ++i) v = (v << 8U) | p[i];
   return v;
+}
+
+std::string tls_error(const char* what) {
+  const unsigned long e = ERR_get_error();
+  ERR_clear_error();
+  if (e == 0) return std::string(what) + ": connection closed or reset";
+  std::array<char, 256> text{};
+  ERR_error_string_n(e, text.data(), text.size());
+  return std::string(what) + ": " + text.data();
+}
+
+void set_blocking(int fd, bool blocking) {
+  const int flags = ::fcntl(fd, F_GETFL);
+  if (flags >= 0) ::fcntl(fd, F_SETFL, blocking ? (flags & ~O_NONBLOCK) : (flags | O_NONBLOCK));
 }
 
 std::string peer_of(const sockaddr_in& addr) {
@@ -76,9 +96,59 @@ struct AssociationGate::Impl {
   Impl(int fd, GateLimits l, ScpStats& s)
       : listen_fd(fd), limits(l), stats(s), peek_buffer(std::max<size_t>(l.max_request_bytes, 6)) {}
 
+  [[nodiscard]] bool tls() const { return limits.tls_context != nullptr; }
+
+  // Whether the PDU whose first bytes are `p` claims a size over the limit or is no A-ASSOCIATE-RQ.
+  [[nodiscard]] Check request_check(const unsigned char* p, size_t& whole) const {
+    if (p[0] != kAssociateRq)
+      return {Verdict::refused, "not an A-ASSOCIATE-RQ (PDU type " + std::to_string(p[0]) + ")"};
+    whole = 6 + static_cast<size_t>(big_endian(&p[2], 4));
+    if (whole > peek_buffer.size()) {
+      return {Verdict::refused,
+              "request of " + std::to_string(whole) + " bytes, limit " + std::to_string(peek_buffer.size())};
+    }
+    return {};
+  }
+
+  Check check(Waiting& w) { return w.ssl != nullptr ? drive_tls(w) : peek_first(w); }
+
+  // Under TLS, once the ClientHello has arrived: the handshake, a step per readiness, then the decrypted request.
+  Check drive_tls(Waiting& w) {
+    ERR_clear_error();
+    w.wants_write = false;
+    if (!w.handshaken) {
+      const int r = SSL_do_handshake(w.ssl);
+      if (r != 1) return tls_wait_or_fail(w, r, "TLS handshake failed");
+      w.handshaken = true;
+    }
+    // Peeked, so DCMTK still reads it; SSL_peek sees one record, which holds the request as DCMTK and Orthanc send
+    // it. A request spread over several records is passed on at its first: the watchdog bounds the rest, and only a
+    // caller that completed the handshake (under mutual TLS, one holding a trusted certificate) can get that far.
+    const int n = SSL_peek(w.ssl, peek_buffer.data(), static_cast<int>(peek_buffer.size()));
+    if (n <= 0) return tls_wait_or_fail(w, n, "TLS read failed");
+    if (n < 6) return {Verdict::ready, ""};
+    size_t whole = 0;
+    if (Check c = request_check(peek_buffer.data(), whole); c.verdict == Verdict::refused) return c;
+    return {Verdict::ready, ""};
+  }
+
+  Check tls_wait_or_fail(Waiting& w, int result, const char* what) {
+    switch (SSL_get_error(w.ssl, result)) {
+      case SSL_ERROR_WANT_READ:
+        return {};
+      case SSL_ERROR_WANT_WRITE:
+        w.wants_write = true;
+        return {};
+      case SSL_ERROR_ZERO_RETURN:
+        return {Verdict::closed, "closed during the TLS handshake"};
+      default:
+        return {Verdict::refused, tls_error(what)};
+    }
+  }
+
   // How much of the first PDU (or TLS record) is buffered, without taking any of it.
-  Check check(const Waiting& w) {
-    const size_t header = limits.tls ? 5 : 6;
+  Check peek_first(Waiting& w) {
+    const size_t header = tls() ? 5 : 6;
     const ssize_t got = ::recv(w.fd, peek_buffer.data(), header, MSG_PEEK | MSG_DONTWAIT);
     if (got == 0) return {Verdict::closed, "closed before an association request"};
     if (got < 0) {
@@ -87,26 +157,30 @@ struct AssociationGate::Impl {
     }
     if (static_cast<size_t>(got) < header) return {};
     size_t whole = 0;
-    if (limits.tls) {
+    if (tls()) {
       if (peek_buffer[0] != kTlsHandshake) return {Verdict::refused, "not a TLS handshake"};
       whole = header + big_endian(&peek_buffer[3], 2);
-    } else {
-      if (peek_buffer[0] != kAssociateRq) {
-        return {Verdict::refused, "not an A-ASSOCIATE-RQ (PDU type " + std::to_string(peek_buffer[0]) + ")"};
-      }
-      whole = header + big_endian(&peek_buffer[2], 4);
-    }
-    if (whole > peek_buffer.size()) {
-      return {Verdict::refused,
-              "request of " + std::to_string(whole) + " bytes, limit " + std::to_string(peek_buffer.size())};
+      if (whole > peek_buffer.size()) return {Verdict::refused, "TLS record of " + std::to_string(whole) + " bytes"};
+    } else if (Check c = request_check(peek_buffer.data(), whole); c.verdict == Verdict::refused) {
+      return c;
     }
     const ssize_t buffered = ::recv(w.fd, peek_buffer.data(), whole, MSG_PEEK | MSG_DONTWAIT);
-    return {buffered == static_cast<ssize_t>(whole) ? Verdict::ready : Verdict::wait, ""};
+    if (buffered != static_cast<ssize_t>(whole)) return {};
+    if (!tls()) return {Verdict::ready, ""};
+    w.ssl = SSL_new(limits.tls_context);
+    if (w.ssl == nullptr) return {Verdict::refused, tls_error("cannot start a TLS session")};
+    set_blocking(w.fd, false);
+    SSL_set_fd(w.ssl, w.fd);
+    SSL_set_accept_state(w.ssl);
+    return drive_tls(w);
   }
 
   void forget(size_t i, bool close_fd) {
     Waiting& w = waiting[i];
-    if (close_fd) ::close(w.fd);
+    if (close_fd) {
+      if (w.ssl != nullptr) SSL_free(w.ssl);
+      ::close(w.fd);
+    }
     if (auto it = per_address.find(w.peer); it != per_address.end() && --it->second == 0) per_address.erase(it);
     waiting[i] = std::move(waiting.back());
     waiting.pop_back();
@@ -155,7 +229,8 @@ struct AssociationGate::Impl {
       case Verdict::ready: {
         {
           const std::lock_guard guard(mutex);
-          ready.push_back({w.fd, w.peer, w.deadline});
+          if (w.ssl != nullptr) set_blocking(w.fd, true);  // DCMTK waits with poll, then reads blocking
+          ready.push_back({w.fd, w.peer, w.deadline, w.ssl});
         }
         cv.notify_one();
         forget(i, false);
@@ -177,15 +252,16 @@ struct AssociationGate::Impl {
     for (size_t i = waiting.size(); i-- > 0;) {
       if (waiting[i].deadline > now) continue;
       stats.associations_setup_timeout.inc();
-      spdlog::warn("SCP_ASSOC_SETUP_TIMEOUT peer={} seconds={} stage=request", waiting[i].peer,
-                   std::chrono::duration<double>(limits.setup_deadline).count());
+      const bool handshaking = waiting[i].ssl != nullptr && !waiting[i].handshaken;
+      spdlog::warn("SCP_ASSOC_SETUP_TIMEOUT peer={} seconds={} stage={}", waiting[i].peer,
+                   std::chrono::duration<double>(limits.setup_deadline).count(), handshaking ? "tls" : "request");
       forget(i, true);
     }
     const std::lock_guard guard(mutex);
     if (watched && watched->deadline <= now) {
       stats.associations_setup_timeout.inc();
       spdlog::warn("SCP_ASSOC_SETUP_TIMEOUT peer={} seconds={} stage={}", watched->peer,
-                   std::chrono::duration<double>(limits.setup_deadline).count(), limits.tls ? "tls" : "negotiation");
+                   std::chrono::duration<double>(limits.setup_deadline).count(), "negotiation");
       ::shutdown(watched->fd, SHUT_RDWR);
       watched->deadline = Clock::time_point::max();
     }
@@ -202,7 +278,7 @@ struct AssociationGate::Impl {
       const bool accepting = now >= accept_paused_until;
       fds.clear();
       fds.push_back({accepting ? listen_fd : -1, POLLIN, 0});
-      for (const auto& w : waiting) fds.push_back({w.fd, POLLIN, 0});
+      for (const auto& w : waiting) fds.push_back({w.fd, static_cast<short>(w.wants_write ? POLLOUT : POLLIN), 0});
       ::poll(fds.data(), fds.size(), static_cast<int>(kTick.count()));
       stats.connections_waiting.store(static_cast<long>(waiting.size()));
       // Waiting connections first (their indexes shift as they leave), then new ones.
@@ -212,10 +288,12 @@ struct AssociationGate::Impl {
       if ((fds[0].revents & POLLIN) != 0) accept_one();
       expire(Clock::now());
     }
-    for (const auto& w : waiting) ::close(w.fd);
-    waiting.clear();
+    while (!waiting.empty()) forget(waiting.size() - 1, true);
     const std::lock_guard guard(mutex);
-    for (const auto& r : ready) ::close(r.fd);
+    for (const auto& r : ready) {
+      if (r.ssl != nullptr) SSL_free(r.ssl);
+      ::close(r.fd);
+    }
     ready.clear();
   }
 };

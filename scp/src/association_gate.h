@@ -1,9 +1,11 @@
 #pragma once
-// Accepts connections and holds each one until its whole A-ASSOCIATE-RQ (under TLS: the ClientHello record) sits in
-// the kernel's receive buffer, so DCMTK's one setup thread never waits on a slow, silent or dribbling client.
-// Connections that take longer than the setup deadline, claim an oversized request, or exceed the per-address or
-// total cap of waiting connections are closed with a log line. While DCMTK sets up a connection that passed the
-// gate (the TLS handshake still runs there), a watchdog shuts it down at the same deadline.
+// Accepts connections and holds each one until its whole A-ASSOCIATE-RQ sits in the kernel's receive buffer, so
+// DCMTK's one setup thread never waits on a slow, silent or dribbling client. Under TLS the gate also runs the
+// handshake itself, on all waiting callers at once (non-blocking, driven by the same poll), and passes a connection
+// on once the decrypted request has begun to arrive. Connections that take longer than the setup deadline, claim an
+// oversized request, fail the handshake, or exceed the per-address or total cap of waiting connections are closed
+// with a log line. While DCMTK reads the request of a connection that passed the gate, a watchdog shuts it down at
+// the same deadline.
 #include <chrono>
 #include <memory>
 #include <optional>
@@ -11,20 +13,24 @@
 
 #include "nephra/scp/storage_server.h"
 
+struct ssl_ctx_st;
+struct ssl_st;
+
 namespace nephra::scp {
 
 struct GateLimits {
   std::chrono::milliseconds setup_deadline{10000};  // from accept to a finished association request
   size_t max_waiting = 256;                         // connections waiting for their request, all callers
   size_t max_waiting_per_address = 8;
-  size_t max_request_bytes = 65536;  // A-ASSOCIATE-RQ PDU, header included
-  bool tls = false;
+  size_t max_request_bytes = 65536;   // A-ASSOCIATE-RQ PDU, header included
+  ssl_ctx_st* tls_context = nullptr;  // set under TLS: the acceptor layer's, so the handshake has its settings
 };
 
 struct ReadyConnection {
   int fd = -1;
   std::string peer;  // dotted IPv4
   std::chrono::steady_clock::time_point deadline;
+  ssl_st* ssl = nullptr;  // under TLS, the finished handshake; whoever takes the connection owns it
 };
 
 class AssociationGate {

@@ -60,7 +60,7 @@ struct StorageServer::Impl {
   ScpStats stats;
   DcmSCPConfig scp_config;
   T_ASC_Network* network = nullptr;
-  std::unique_ptr<DcmTLSTransportLayer> tls;  // set when tls.enabled; must outlive the network
+  std::unique_ptr<AcceptorTlsLayer> tls;  // set when tls.enabled; must outlive the network
   int listen_fd = -1;
   int network_fd = -1;
   std::atomic<bool> stopping{false};
@@ -152,10 +152,12 @@ struct StorageServer::Impl {
     // already buffered (the gate waited for it), so this returns at once unless a TLS handshake is slow, and the
     // gate's watchdog bounds that.
     dcmExternalSocketHandle.set(fd);
+    if (tls) tls->hand_over(fd, conn.ssl);  // the gate ran the handshake
     T_ASC_Association* assoc = nullptr;
     const OFCondition cond = ASC_receiveAssociation(network, &assoc, static_cast<int>(start_cfg.node.max_pdu_bytes),
                                                     nullptr, nullptr, tls ? OFTrue : OFFalse, DUL_NOBLOCK, 30);
     dcmExternalSocketHandle.set(-1);
+    if (tls) tls->take_back();
     gate->unwatch();
     if (cond.bad()) {
       stats.associations_failed.inc();
@@ -214,7 +216,7 @@ void StorageServer::start() {
   dcmExternalSocketHandle.set(-1);
   if (cond.bad()) throw std::runtime_error(std::string("DICOM network: ") + cond.text());
   if (impl_->start_cfg.tls.enabled) {
-    impl_->tls = make_tls_layer(NET_ACCEPTOR, impl_->start_cfg.tls);
+    impl_->tls = std::make_unique<AcceptorTlsLayer>(impl_->start_cfg.tls);
     if (const OFCondition set = ASC_setTransportLayer(impl_->network, impl_->tls.get(), 0); set.bad()) {
       throw std::runtime_error(std::string("DICOM TLS: ") + set.text());
     }
@@ -223,7 +225,7 @@ void StorageServer::start() {
   limits.setup_deadline = std::chrono::milliseconds(static_cast<long>(node.association_setup_seconds * 1000));
   limits.max_waiting_per_address = static_cast<size_t>(node.max_waiting_per_address);
   limits.max_request_bytes = kMaxAssociateRequestBytes;
-  limits.tls = impl_->start_cfg.tls.enabled;
+  if (impl_->tls) limits.tls_context = impl_->tls->context();
   impl_->gate = std::make_unique<AssociationGate>(impl_->listen_fd, limits, impl_->stats);
   impl_->listener = std::thread([this] { impl_->listen_loop(); });
   spdlog::info("SCP_LISTENING ae_title={} bind={} port={} tls={} max_associations={}", node.ae_title, node.bind,

@@ -173,29 +173,45 @@ TEST(Tls, OrthancRoutesAStudyOverTlsAndGetsTheResultsBackOverTls) {
   pacs.stop();
 }
 
-TEST(Tls, AHandshakeThatStallsIsCutAtTheSetupDeadlineAndHoldsUpNobody) {
+// Three callers stall mid-handshake (a real ClientHello, then nothing) while a trusted archive echoes three times:
+// every echo completes while the stallers still wait, and the stallers are cut at the setup deadline.
+TEST(Tls, HandshakesThatStallAreCutAtTheSetupDeadlineAndHoldUpNobody) {
   if (std::system("command -v openssl >/dev/null 2>&1") != 0) GTEST_SKIP() << "openssl is not installed";
   TempDir tmp;
   const fs::path pki = make_pki(tmp.path(), {"nephra", "archive"});
   NodeOptions options;
-  options.node_toml = "association_setup_seconds = 3\n";
+  options.node_toml = "association_setup_seconds = 20\n";
   options.extra_toml = node_tls_toml(pki);
   TestNode node(tmp.path(), options);
   node.start();
-  const fs::path out = tmp.path() / "stall.txt";
-  nephra::test::Process stall({"/usr/bin/python3", (nephra::test::source_dir() / "tests/tools/raw_scu.py").string(),
-                               "127.0.0.1", std::to_string(node.port()), "STALL", "NEPHRA", "tls-stall"},
-                              out);
-  ASSERT_TRUE(nephra::test::wait_until([&] { return node.log().find("SCP_ASSOC_SETUP_TIMEOUT") != std::string::npos; },
-                                       std::chrono::seconds(20)));
-  EXPECT_NE(node.log().find("stage=tls"), std::string::npos);
-  EXPECT_EQ(stall.wait(), 0);
-  EXPECT_NE(nephra::test::read_file(out).find("closed"), std::string::npos);
-  const int echo = nephra::test::run(
-      {"echoscu", "+tls", pem(pki, "archive", ".key"), pem(pki, "archive", ".crt"), "+cf", pem(pki, "ca", ".crt"),
-       "-aet", "STORESCU", "-aec", "NEPHRA", "127.0.0.1", std::to_string(node.port())},
-      tmp.path() / "echoscu.log");
-  EXPECT_EQ(echo, 0) << nephra::test::read_file(tmp.path() / "echoscu.log");
+  std::vector<nephra::test::Process> stallers;
+  for (int i = 0; i < 3; ++i) {
+    stallers.emplace_back(
+        std::vector<std::string>{"/usr/bin/python3", (nephra::test::source_dir() / "tests/tools/raw_scu.py").string(),
+                                 "127.0.0.1", std::to_string(node.port()), "STALL", "NEPHRA", "tls-stall"},
+        tmp.path() / ("stall" + std::to_string(i) + ".txt"));
+  }
+  ASSERT_TRUE(nephra::test::wait_until(
+      [&] { return node.http_get("/metrics").find("nephra_connections_waiting 3") != std::string::npos; },
+      std::chrono::seconds(10)))
+      << "the three stallers wait in the gate";
+  for (int i = 0; i < 3; ++i) {
+    const fs::path log = tmp.path() / ("echoscu" + std::to_string(i) + ".log");
+    const int echo = nephra::test::run(
+        {"echoscu", "+tls", pem(pki, "archive", ".key"), pem(pki, "archive", ".crt"), "+cf", pem(pki, "ca", ".crt"),
+         "-aet", "STORESCU", "-aec", "NEPHRA", "127.0.0.1", std::to_string(node.port())},
+        log);
+    EXPECT_EQ(echo, 0) << nephra::test::read_file(log);
+  }
+  EXPECT_EQ(node.log().find("SCP_ASSOC_SETUP_TIMEOUT"), std::string::npos)
+      << "the echoes went through while every staller was still waiting";
+  for (size_t i = 0; i < stallers.size(); ++i) {
+    EXPECT_EQ(stallers[i].wait(), 0);
+    EXPECT_NE(nephra::test::read_file(tmp.path() / ("stall" + std::to_string(i) + ".txt")).find("closed"),
+              std::string::npos);
+  }
+  EXPECT_NE(node.log().find("SCP_ASSOC_SETUP_TIMEOUT peer=127.0.0.1 seconds=20 stage=tls"), std::string::npos)
+      << node.log();
   node.stop();
 }
 
