@@ -37,8 +37,9 @@ options:
   --class NAME      heatmap for this class instead of the predicted one (per-file mode)
   --inputs DIR      (study mode) also write each slice's network input, exactly as the engine made it, as
                     DIR/NNNN.png (NNNN = the slice number in the study's order): what training/adapt.py learns from
-  --threads N       OpenCV threads (default: all cores)
+  --threads N       inference threads (default: all cores)
   --batch N         slices per network batch (default 8)
+  --backend NAME    onednn (default) or opencv, the reference implementation
 Files that cannot be read get {"file":..., "error":...}; the others go on; the exit status is then 1.
 validate:
   --labels FILE     CSV: study,<one 0/1 column per finding>[,slices]; study = a folder of the study's files
@@ -90,6 +91,10 @@ std::optional<Options> parse(int argc, char** argv) {
       o.classifier.threads = std::atoi(argv[++i]);
     } else if (a == "--batch" && has_value) {
       o.classifier.batch = std::max(1, std::atoi(argv[++i]));
+    } else if (a == "--backend" && has_value) {
+      const std::string name = argv[++i];
+      if (name != "onednn" && name != "opencv") return std::nullopt;
+      o.classifier.backend = name == "opencv" ? ng::Backend::opencv : ng::Backend::onednn;
     } else if (a.rfind("--", 0) == 0) {
       return std::nullopt;
     } else {

@@ -302,13 +302,18 @@ int run_node(const config::Config& cfg, const std::filesystem::path& config_path
 
   std::unique_ptr<engine::Classifier> classifier;
   try {
-    classifier = std::make_unique<engine::Classifier>(engine::load_model(cfg.engine.model),
-                                                      engine::ClassifierOptions{cfg.engine.threads, cfg.engine.batch});
+    const auto backend = cfg.engine.backend == "opencv" ? engine::Backend::opencv : engine::Backend::onednn;
+    classifier = std::make_unique<engine::Classifier>(
+        engine::load_model(cfg.engine.model), engine::ClassifierOptions{cfg.engine.threads, cfg.engine.batch, backend});
   } catch (const std::exception& err) {
     spdlog::critical("MODEL_UNUSABLE path={} reason=\"{}\"", cfg.engine.model.string(), err.what());
     return kStartError;
   }
-  spdlog::info("MODEL_LOADED model=\"{}\" sha256={}", classifier->model().id(), classifier->model().onnx_sha256);
+  spdlog::info("MODEL_LOADED model=\"{}\" sha256={} backend={}", classifier->model().id(),
+               classifier->model().onnx_sha256, classifier->backend() == engine::Backend::onednn ? "onednn" : "opencv");
+  if (const std::string why = classifier->fallback_reason(); !why.empty()) {
+    spdlog::warn("ENGINE_FALLBACK backend=opencv reason=\"{}\"", why);
+  }
 
   std::optional<Parts> parts;
   try {

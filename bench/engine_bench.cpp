@@ -1,6 +1,6 @@
 // Engine throughput: slices per second through nephra::engine::Classifier (preprocessed 224x224 inputs, so only
 // inference + calibration + OOD + CAM is timed). The GEMM peak it is compared with: gemm_bench.cpp.
-//   nephra_engine_bench MODEL.json SLICES THREADS BATCH [DICOM...]   → one JSON line
+//   nephra_engine_bench MODEL.json SLICES THREADS BATCH [--backend onednn|opencv] [DICOM...]   → one JSON line
 // Inputs: random images, or the given DICOM files preprocessed as the node does (repeated up to SLICES).
 #include <chrono>
 #include <cstdlib>
@@ -22,18 +22,26 @@ double seconds_since(std::chrono::steady_clock::time_point t0) {
 
 int main(int argc, char** argv) {
   if (argc < 5) {
-    std::cerr << "usage: nephra_engine_bench MODEL.json SLICES THREADS BATCH [DICOM...]\n";
+    std::cerr << "usage: nephra_engine_bench MODEL.json SLICES THREADS BATCH [--backend onednn|opencv] [DICOM...]\n";
     return 2;
   }
   const int slices = std::atoi(argv[2]);
   const int threads = std::atoi(argv[3]);
   const int batch = std::atoi(argv[4]);
-  nephra::engine::Classifier clf(nephra::engine::load_model(argv[1]), {threads, batch});
+  int first_file = 5;
+  std::string backend = "onednn";
+  if (argc > 6 && std::string(argv[5]) == "--backend") {
+    backend = argv[6];
+    first_file = 7;
+  }
+  nephra::engine::Classifier clf(
+      nephra::engine::load_model(argv[1]),
+      {threads, batch, backend == "opencv" ? nephra::engine::Backend::opencv : nephra::engine::Backend::onednn});
   cv::setNumThreads(threads);
   cv::RNG rng(7);
   std::vector<cv::Mat> inputs;
   std::vector<cv::Mat> real;
-  for (int a = 5; a < argc; ++a) {
+  for (int a = first_file; a < argc; ++a) {
     for (const auto& s : nephra::engine::load_slices(argv[a], clf.model())) real.push_back(s.input);
   }
   for (int i = 0; i < slices; ++i) {
@@ -50,7 +58,8 @@ int main(int argc, char** argv) {
   const auto results = clf.classify(inputs);
   const double secs = seconds_since(t0);
   std::cout << R"({"bench":"nephra_engine","inputs":")" << (real.empty() ? "random" : "dicom") << R"(","slices":)"
-            << results.size() << R"(,"threads":)" << threads << R"(,"batch":)" << batch << R"(,"seconds":)" << secs
+            << results.size() << R"(,"threads":)" << threads << R"(,"batch":)" << batch << R"(,"backend":")"
+            << (clf.backend() == nephra::engine::Backend::opencv ? "opencv" : "onednn") << R"(","seconds":)" << secs
             << R"(,"slices_per_s":)" << slices / secs << "}\n";
   return 0;
 }

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Engine throughput against ONNX Runtime and PyTorch on the same ONNX/weights, same slices and threads, one run.
+# Engine throughput (oneDNN, and OpenCV DNN the reference) against ONNX Runtime and PyTorch on the same
+# ONNX/weights, same slices and threads, one run.
 #   bench/engine_bench.sh build/release [SLICES]
 # Needs Node.js + npm (onnxruntime-node is installed into bench/node_modules on first use).
 set -euo pipefail
@@ -16,7 +17,8 @@ export MALLOC_MMAP_THRESHOLD_=4000000000 MALLOC_TRIM_THRESHOLD_=4000000000
 for threads in 1 2; do
   "$build/bench/nephra_gemm_bench" "$threads"
   for batch in 1 8; do
-    "$build/bench/nephra_engine_bench" "$model" "$slices" "$threads" "$batch"
+    "$build/bench/nephra_engine_bench" "$model" "$slices" "$threads" "$batch" --backend onednn
+    "$build/bench/nephra_engine_bench" "$model" "$slices" "$threads" "$batch" --backend opencv
     node bench/ort_bench.js "$onnx" "$slices" "$threads" "$batch"
     /usr/bin/python3 bench/torch_bench.py models/nephra-kidney.pt "$slices" "$threads" "$batch"
   done

@@ -16,7 +16,7 @@ for tool in dcmscale dcmconv dcmcjpeg dcmcjpls dcmcrle dcmodify dcmj2pnm dcmdump
 done
 
 rm -rf "$out"
-mkdir -p "$out/fuzz_dicom_engine" "$out/fuzz_config" "$out/fuzz_preprocess" "$out/fuzz_labels"
+mkdir -p "$out/fuzz_dicom_engine" "$out/fuzz_config" "$out/fuzz_preprocess" "$out/fuzz_labels" "$out/fuzz_onnx"
 d=$out/fuzz_dicom_engine
 work=$(mktemp -d)
 trap 'rm -rf "$work"' EXIT
@@ -80,6 +80,40 @@ head -c 200000 "$fixture/1-066.dcm" > "$d/fixture-1-066-truncated.dcm"
 printf 'study,Cyst,Stone,Tumor,slices\ncase-1,0,0,1,Tumor:40-46 48\ncase-2,0,0,0,\ncase-3,1,1,0,Cyst:3;Stone:7-9\n' \
   > "$out/fuzz_labels/labels.csv"
 printf '\xEF\xBB\xBF# site\nstudy,Tumor,Cyst,Stone\n1.2.840.1,1,0,0\n' > "$out/fuzz_labels/by-uid.csv"
+
+# --- ONNX (the engine's own reader) ---------------------------------------------------------------------------
+# Small graphs of the operators the oneDNN path runs (raw and packed float data, grouped convolution, Clip with
+# attributes, a residual Add, the classifier head); the shipped model is 8.8 MB, too big a seed.
+if /usr/bin/python3 -c "import onnx" 2>/dev/null; then
+  /usr/bin/python3 - "$out/fuzz_onnx" <<'PY'
+import sys
+import numpy as np
+import onnx
+from onnx import TensorProto, helper, numpy_helper
+out = sys.argv[1]
+def conv(name, x, w, group=1):
+    return helper.make_node("Conv", [x, w, w + "_b"], [name], group=group, kernel_shape=[3, 3], pads=[1, 1, 1, 1],
+                            strides=[1, 1], dilations=[1, 1])
+inits = [numpy_helper.from_array(np.ones((4, 2, 3, 3), np.float32), "w1"),
+         numpy_helper.from_array(np.zeros(4, np.float32), "w1_b"),
+         numpy_helper.from_array(np.ones((4, 1, 3, 3), np.float32), "w2"),
+         numpy_helper.from_array(np.zeros(4, np.float32), "w2_b"),
+         helper.make_tensor("fc", TensorProto.FLOAT, [3, 4], [0.5] * 12),
+         numpy_helper.from_array(np.zeros(3, np.float32), "fc_b")]
+nodes = [conv("c1", "x", "w1"), helper.make_node("Clip", ["c1"], ["r1"], min=0.0, max=6.0),
+         conv("c2", "r1", "w2", group=4), helper.make_node("Add", ["c2", "r1"], ["s"]),
+         helper.make_node("GlobalAveragePool", ["s"], ["p"]), helper.make_node("Flatten", ["p"], ["f"], axis=1),
+         helper.make_node("Gemm", ["f", "fc", "fc_b"], ["y"], transB=1)]
+g = helper.make_graph(nodes, "seed", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, 2, 8, 8])],
+                      [helper.make_tensor_value_info("y", TensorProto.FLOAT, [1, 3]),
+                       helper.make_tensor_value_info("s", TensorProto.FLOAT, [1, 4, 8, 8])], inits)
+m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 10)])
+open(out + "/mini.onnx", "wb").write(m.SerializeToString())
+open(out + "/mini-truncated.onnx", "wb").write(m.SerializeToString()[:300])
+PY
+else
+  printf '\x3a\x02\x0a\x00' > "$out/fuzz_onnx/empty-graph.onnx"
+fi
 
 # --- config --------------------------------------------------------------------------------------------------
 c=$out/fuzz_config

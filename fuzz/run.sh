@@ -12,11 +12,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 root=$(cd "$here/.." && pwd)
 seconds=${1:-60}
 shift || true
-all=(fuzz_dicom_engine fuzz_preprocess fuzz_config fuzz_labels)
+all=(fuzz_dicom_engine fuzz_preprocess fuzz_config fuzz_labels fuzz_onnx)
 harnesses=("$@")
 [ ${#harnesses[@]} -eq 0 ] && harnesses=("${all[@]}")
 
-declare -A max_len=([fuzz_dicom_engine]=16384 [fuzz_preprocess]=16386 [fuzz_config]=4096 [fuzz_labels]=2048)
+declare -A max_len=([fuzz_dicom_engine]=16384 [fuzz_preprocess]=16386 [fuzz_config]=4096 [fuzz_labels]=2048 [fuzz_onnx]=8192)
 declare -A dict=([fuzz_dicom_engine]=$here/dicom.dict [fuzz_config]=$here/toml.dict)
 
 cd "$root" || exit 2

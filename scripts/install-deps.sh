@@ -5,7 +5,7 @@ set -euo pipefail
 BUILD_PKGS=(build-essential cmake ninja-build pkg-config git
   libdcmtk-dev libopencv-dev libeigen3-dev libboost-dev libspdlog-dev libfmt-dev
   libtomlplusplus-dev nlohmann-json3-dev libsystemd-dev libssl-dev
-  libgtest-dev libgmock-dev libbenchmark-dev)
+  libgtest-dev libgmock-dev libbenchmark-dev libdnnl-dev)
 TEST_PKGS=(dcmtk dicom3tools orthanc orthanc-dicomweb libgdcm-tools curl openssl python3 systemd prometheus chromium)
 LINT_PKGS=(clang clang-format clang-tidy)
 TRAIN_PKGS=(python3-torch python3-torchvision python3-onnx python3-opencv python3-sklearn

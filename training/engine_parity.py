@@ -3,6 +3,7 @@
 real TCIA series: class agreement and largest probability difference, and on the series whether each slice is "outside
 the abdomen" (body_air above max_air_fraction). Writes training/results/engine_parity.json.
     /usr/bin/python3 training/engine_parity.py --nephra build/release/app/nephra      # records the figures
+    ... --backend opencv   # the reference backend instead of oneDNN (the default)
     ... --check      # the ctest: exit 1 unless agreement >= 99.9 %, max difference <= 1e-3 and the air check agrees
                      # on every slice; writes nothing
 Skips (exit 0 with a message) where ../shared is absent.
@@ -41,9 +42,10 @@ def python_probs(model, u8, temperature, bs=32):
     return np.concatenate(out)
 
 
-def cpp_rows(nephra, files):
+def cpp_rows(nephra, files, backend):
     """One JSON object per file from `nephra classify`."""
-    res = subprocess.run([nephra, "classify", "--model", str(MODELS / "nephra-kidney.json"), "--batch", "16"]
+    res = subprocess.run([nephra, "classify", "--model", str(MODELS / "nephra-kidney.json"), "--batch", "16",
+                          "--backend", backend]
                          + [str(f) for f in files], capture_output=True, text=True, cwd=REPO)
     rows = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
     assert len(rows) == len(files), (len(rows), len(files), res.stderr[-2000:])
@@ -66,6 +68,7 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--nephra", required=True)
     p.add_argument("--check", action="store_true", help="exit 1 unless agreement >= 99.9 % and diff <= 1e-3")
+    p.add_argument("--backend", default="onednn", choices=["onednn", "opencv"], help="the engine's network backend")
     args = p.parse_args()
     if not dataset_present():
         print(f"SKIP: {DATASET} is absent")
@@ -76,7 +79,7 @@ def main():
     rel, x, _ = load_split("test")
     res = {}
     t0 = time.time()
-    p_cpp = cpp_probs(cpp_rows(args.nephra, [DATASET / r for r in rel]), man["classes"])
+    p_cpp = cpp_probs(cpp_rows(args.nephra, [DATASET / r for r in rel], args.backend), man["classes"])
     secs = time.time() - t0
     res["test_split"] = compare("grouped test split", python_probs(model, x, man["temperature"]), p_cpp)
     res["test_split"]["cpp_seconds"] = round(secs, 1)
@@ -85,7 +88,7 @@ def main():
         pre = man["preprocessing"]["dicom"]
         hus = [hu_of(pydicom.dcmread(f)) for f in files]
         u8 = np.stack([dicom_slice_to_u8(hu, pre["window_center"], pre["window_width"]) for hu in hus])
-        rows = cpp_rows(args.nephra, files)
+        rows = cpp_rows(args.nephra, files, args.backend)
         # a slice outside the abdomen never reaches the C++ network (no probabilities): compare the others
         inferred = [i for i, r in enumerate(rows) if "probabilities" in r]
         res["tcia_series"] = compare("TCIA DICOM series (slices inferred)",
@@ -98,6 +101,7 @@ def main():
         print(f"TCIA DICOM series: outside the abdomen {sum(outside_cpp)} slices (C++), {sum(outside_py)} (Python), "
               f"agreement {res['tcia_series']['outside_abdomen_agreement']:.2%}", flush=True)
     res["model_onnx_sha256"] = man["onnx_sha256"]
+    res["backend"] = args.backend
     if not args.check:  # the test (--check) must not rewrite a committed file
         (HERE / "results" / "engine_parity.json").write_text(json.dumps(res, indent=1) + "\n")
     ok = all(v["class_agreement"] >= 0.999 and v["max_probability_diff"] <= 1e-3

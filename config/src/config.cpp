@@ -174,6 +174,10 @@ class Reader {
     if (e.model.empty()) throw ConfigError("engine.model", "must not be empty", line_of(t));
     e.threads = integer(t, at, "threads", e.threads);
     e.batch = integer(t, at, "batch", e.batch);
+    e.backend = string(t, at, "backend", e.backend);
+    if (e.backend != "onednn" && e.backend != "opencv") {
+      throw ConfigError("engine.backend", "must be one of onednn, opencv", line_of(*t.get("backend")));
+    }
   }
 
   static void read_results(const toml::table& t, Config::Results& r) {
@@ -335,6 +339,7 @@ const std::map<std::string, KeepField>& fields() {
       {"engine.model", field(&Config::engine, &Config::Engine::model)},
       {"engine.threads", field(&Config::engine, &Config::Engine::threads)},
       {"engine.batch", field(&Config::engine, &Config::Engine::batch)},
+      {"engine.backend", field(&Config::engine, &Config::Engine::backend)},
       {"results.uid_root", field(&Config::results, &Config::Results::uid_root)},
       {"results.max_heatmaps", field(&Config::results, &Config::Results::max_heatmaps)},
       {"results.retry_initial_seconds", field(&Config::results, &Config::Results::retry_initial_seconds)},

@@ -64,6 +64,12 @@ const std::vector<KeyInfo> kRows = {
      "Model manifest (JSON beside its ONNX file); its sha256 is checked at start.", 0, 0, kRestart},
     {"engine.threads", "integer", "0", "CPU threads for inference (0 = all cores).", 0, 256, kRestart},
     {"engine.batch", "integer", "8", "Slices per network batch.", 1, 256, kRestart},
+    {"engine.backend", "string", "\"onednn\"",
+     "onednn runs the network with oneDNN (fused convolutions, several times OpenCV DNN's speed); opencv runs it "
+     "with OpenCV DNN, the reference the parity tests compare against. A graph the oneDNN path cannot run falls back "
+     "to "
+     "opencv with a log line.",
+     0, 0, kRestart},
     {"results.uid_root", "string", "\"2.25\"",
      "UID root for result instances; UIDs are derived from it, the study and the model, so re-sends never "
      "duplicate. Put your organisation's root here.",

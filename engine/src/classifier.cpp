@@ -9,6 +9,8 @@
 #include <opencv2/dnn.hpp>
 #include <opencv2/imgproc.hpp>
 
+#include "dnnl_net.h"
+
 namespace nephra::engine {
 namespace {
 
@@ -42,7 +44,9 @@ struct Classifier::Impl {
   Model model;
   ClassifierOptions options;
   std::mutex mutex;
+  std::unique_ptr<DnnlNet> fast;  // null: OpenCV DNN runs the network
   cv::dnn::Net net;
+  std::string fallback_reason;
 
   // One batch through the network; fills results[first .. first + n).
   void run_batch(const std::vector<cv::Mat>& inputs, size_t first, size_t n, std::vector<SliceResult>& results) {
@@ -57,12 +61,7 @@ struct Classifier::Impl {
         in.convertTo(plane, CV_32F);
       }
     }
-    std::vector<cv::Mat> outs;
-    {
-      const std::lock_guard guard(mutex);
-      net.setInput(blob, "input");
-      net.forward(outs, std::vector<cv::String>{model.logits_output, model.features_output});
-    }
+    std::vector<cv::Mat> outs = forward(blob);
     const cv::Mat& logits = outs[0];
     const cv::Mat& features = outs[1];  // N x C x h x w
     const int channels = features.size[1];
@@ -71,6 +70,22 @@ struct Classifier::Impl {
       results[first + i] = one_result(logits.ptr<float>(static_cast<int>(i)), features.ptr<float>(static_cast<int>(i)),
                                       channels, cells, features.size[2]);
     }
+  }
+
+  std::vector<cv::Mat> forward(const cv::Mat& blob) {
+    const std::lock_guard guard(mutex);
+    if (fast) {
+      try {
+        return fast->forward(blob);
+      } catch (const UnsupportedGraph& err) {  // a batch size whose primitives oneDNN cannot build
+        fallback_reason = err.what();
+        fast.reset();
+      }
+    }
+    std::vector<cv::Mat> outs;
+    net.setInput(blob, "input");
+    net.forward(outs, std::vector<cv::String>{model.logits_output, model.features_output});
+    return outs;
   }
 
   [[nodiscard]] SliceResult one_result(const float* logits, const float* features, int channels, int cells,
@@ -110,6 +125,17 @@ Classifier::Classifier(Model model, ClassifierOptions options) : impl_(std::make
   }
   impl_->net.setPreferableBackend(cv::dnn::DNN_BACKEND_OPENCV);
   impl_->net.setPreferableTarget(cv::dnn::DNN_TARGET_CPU);
+  if (options.backend == Backend::onednn) {
+    try {
+      impl_->fast = std::make_unique<DnnlNet>(
+          impl_->model.onnx_path, std::vector<std::string>{impl_->model.logits_output, impl_->model.features_output},
+          options.threads);
+      impl_->fast->prepare({static_cast<int>(batch_size()), 3, impl_->model.input_size, impl_->model.input_size});
+    } catch (const UnsupportedGraph& err) {
+      impl_->fast.reset();
+      impl_->fallback_reason = err.what();
+    }
+  }
 }
 
 Classifier::~Classifier() = default;
@@ -117,6 +143,16 @@ Classifier::~Classifier() = default;
 const Model& Classifier::model() const { return impl_->model; }
 
 size_t Classifier::batch_size() const { return static_cast<size_t>(std::max(1, impl_->options.batch)); }
+
+Backend Classifier::backend() const {
+  const std::lock_guard guard(impl_->mutex);
+  return impl_->fast ? Backend::onednn : Backend::opencv;
+}
+
+std::string Classifier::fallback_reason() const {
+  const std::lock_guard guard(impl_->mutex);
+  return impl_->fallback_reason;
+}
 
 std::vector<SliceResult> Classifier::classify(const std::vector<cv::Mat>& inputs) {
   std::vector<SliceResult> results(inputs.size());

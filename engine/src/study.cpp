@@ -181,8 +181,9 @@ StudyResult classify_files(const std::vector<std::filesystem::path>& files, Clas
   const auto seconds_since = [](std::chrono::steady_clock::time_point t0) {
     return std::chrono::duration<double>(std::chrono::steady_clock::now() - t0).count();
   };
-  // Slices wait here until a whole batch is ready: OpenCV DNN sets its layers up again for every new batch shape,
-  // which made inference in the node half as fast as the engine alone once chest slices were skipped.
+  // Slices wait here until a whole batch is ready: OpenCV DNN sets its layers up again whenever the batch shape
+  // changes (which made inference in the node half as fast as the engine alone once chest slices were skipped),
+  // and oneDNN builds primitives for each new batch size.
   std::vector<Slice> pending;
   const auto infer = [&](size_t count) {
     const auto inferred_from = std::chrono::steady_clock::now();

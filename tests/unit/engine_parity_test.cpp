@@ -97,4 +97,43 @@ TEST(EngineParity, WindowedExportsOfAFixtureSliceGetTheDicomClass) {
   }
 }
 
+// The oneDNN path against OpenCV DNN, the reference, on the fixture slices: whole batches, a remainder batch and
+// one slice at a time (each batch size has its own primitives), and the slices' flips (other activations).
+TEST(EngineParity, OneDnnMatchesTheOpenCvReference) {
+  const ng::Model model = ng::load_model(kSource / "models/nephra-kidney.json");
+  ng::Classifier reference(model, {.threads = 2, .batch = 4, .backend = ng::Backend::opencv});
+  ASSERT_EQ(reference.backend(), ng::Backend::opencv);
+  std::vector<cv::Mat> inputs;
+  for (const auto& entry : fs::directory_iterator(kSource / "tests/data/tcia-kidney-slices")) {
+    if (entry.path().extension() != ".dcm") continue;
+    for (const auto& s : ng::load_slices(entry.path(), model)) {
+      inputs.push_back(s.input);
+      cv::Mat flipped;
+      cv::flip(s.input, flipped, 1);
+      inputs.push_back(flipped);
+    }
+  }
+  ASSERT_EQ(inputs.size(), 10U);
+  const auto want = reference.classify(inputs);
+  for (const int batch : {8, 3, 1}) {
+    SCOPED_TRACE("batch " + std::to_string(batch));
+    ng::Classifier fast(model, {.threads = 2, .batch = batch, .backend = ng::Backend::onednn});
+    ASSERT_EQ(fast.backend(), ng::Backend::onednn) << fast.fallback_reason();
+    const auto got = fast.classify(inputs);
+    for (size_t i = 0; i < inputs.size(); ++i) {
+      EXPECT_EQ(got[i].predicted, want[i].predicted) << "slice " << i;
+      for (size_t c = 0; c < want[i].probabilities.size(); ++c) {
+        EXPECT_NEAR(got[i].probabilities[c], want[i].probabilities[c], 1e-3) << "slice " << i << " class " << c;
+      }
+      EXPECT_NEAR(got[i].ood_score, want[i].ood_score, 1e-3 * std::max(1.0, want[i].ood_score)) << "slice " << i;
+      for (size_t c = 0; c < want[i].cams.size(); ++c) {
+        double peak = 0;
+        cv::minMaxLoc(cv::abs(want[i].cams[c]), nullptr, &peak);
+        EXPECT_LE(cv::norm(got[i].cams[c], want[i].cams[c], cv::NORM_INF), 2e-3 * std::max(1.0, peak))
+            << "slice " << i << " class " << c;
+      }
+    }
+  }
+}
+
 }  // namespace

@@ -49,6 +49,7 @@ struct Config {
     std::filesystem::path model = "models/nephra-kidney.json";
     int threads = 0;
     int batch = 8;
+    std::string backend = "onednn";  // or "opencv", the reference
   } engine;
   struct Results {
     std::string uid_root = "2.25";

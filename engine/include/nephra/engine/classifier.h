@@ -1,5 +1,6 @@
 #pragma once
-// CNN inference with OpenCV DNN: calibrated probabilities, OOD score and class activation maps per slice.
+// CNN inference: calibrated probabilities, OOD score and class activation maps per slice. The network runs with
+// oneDNN, or with OpenCV DNN (the reference, and the fallback for a graph the oneDNN path does not support).
 #include <memory>
 #include <opencv2/core.hpp>
 #include <vector>
@@ -20,9 +21,12 @@ struct SliceResult {
   std::vector<cv::Mat> cams;     // per class, feature-map sized (7x7) float, before ReLU
 };
 
+enum class Backend { onednn, opencv };
+
 struct ClassifierOptions {
-  int threads = 0;  // OpenCV threads; 0 = OpenCV's default
+  int threads = 0;  // inference threads; 0 = the library's default (every core)
   int batch = 8;
+  Backend backend = Backend::onednn;
 };
 
 class Classifier {
@@ -34,6 +38,10 @@ class Classifier {
 
   [[nodiscard]] const Model& model() const;
   [[nodiscard]] size_t batch_size() const;
+  // The backend that runs the network: the one asked for, unless oneDNN could not run this graph.
+  [[nodiscard]] Backend backend() const;
+  // Why oneDNN was asked for and OpenCV DNN runs the network; empty otherwise.
+  [[nodiscard]] std::string fallback_reason() const;
   // Thread-safe (one network, serialised): results in the order of `inputs` (each model input_size², CV_8U).
   std::vector<SliceResult> classify(const std::vector<cv::Mat>& inputs);
   std::vector<SliceResult> classify(const std::vector<Slice>& slices);
