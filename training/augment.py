@@ -51,7 +51,24 @@ def intensity(img, rng):
     return out
 
 
-def augment(img, rng, res=224):
+def rendering(img, rng):
+    """Another hospital's rendering of the same slice: CLAHE applied again with other settings (stronger local
+    equalisation), or local contrast flattened towards the neighbourhood mean (as if there were no CLAHE); the
+    dataset's slices are CLAHE-processed already, so "none" can only be imitated."""
+    r = rng.random()
+    if r < 0.25:
+        tile = int(rng.choice([4, 8, 16]))
+        return cv2.createCLAHE(clipLimit=float(rng.uniform(1.5, 4.0)), tileGridSize=(tile, tile)).apply(img)
+    if r < 0.5:
+        x = img.astype(np.float32)
+        local = cv2.GaussianBlur(x, (0, 0), img.shape[0] / rng.uniform(6, 12))
+        return np.clip(local + rng.uniform(0.5, 0.9) * (x - local) + 0.5, 0, 255).astype(np.uint8)
+    return img
+
+
+def augment(img, rng, res=224, render=False):
+    if render:  # before the warp, at the slice's own size, where the node renders it
+        img = rendering(img, rng)
     return intensity(affine(img, rng, res), rng)
 
 

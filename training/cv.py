@@ -38,18 +38,18 @@ def load_fold(run, fold):
     return net, x, y
 
 
-def train_fold(run, fold):
+def train_fold(run, fold, recipe=RECIPE):
     """Runs the recipe on every fold but `fold` into `run` (resumes; does nothing when its final weights exist)."""
     run.mkdir(parents=True, exist_ok=True)
     hist = run / "history.json"
     with open(run / "log.txt", "a") as log:
-        if not (hist.exists() and len(json.load(open(hist))) == schedule_length()):
+        if not (hist.exists() and len(json.load(open(hist))) == schedule_length(recipe)):
             subprocess.run([sys.executable, str(HERE / "train.py"), "--out", str(run), "--fold", str(fold)]
-                           + train_args() + ["--validate", "last"],
+                           + train_args(recipe) + ["--validate", "last"],
                            check=True, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        if RECIPE["soup_epochs"] and not (run / FINAL_WEIGHTS).exists():
+        if recipe["soup_epochs"] and not (run / "soup.pt").exists():
             subprocess.run([sys.executable, str(HERE / "soup.py"), "--run", str(run), "--fold", str(fold),
-                            "--epochs", RECIPE["soup_epochs"]],
+                            "--epochs", recipe["soup_epochs"]],
                            check=True, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
 
 

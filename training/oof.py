@@ -7,6 +7,8 @@ pooled features, as evaluate.py fits it on the training split). One CSV per fold
 fold is committed as soon as it finishes and a later checkout runs only the missing ones. The study-level decision
 layer is fitted on these, studies as the unit (training/study_rule.py).
     /usr/bin/python3 training/oof.py --out training/runs/cv [--folds 0,1,2,3,4]
+    /usr/bin/python3 training/oof.py --recipe candidate --out training/runs/cv-candidate   # the recipe under trial,
+                                                                    # into training/results/oof-candidate/
 """
 import argparse
 import csv
@@ -21,21 +23,22 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from calibrate_ood import MahalanobisPCA  # noqa: E402
-from cv import FINAL_WEIGHTS, train_fold  # noqa: E402
+from cv import train_fold  # noqa: E402
 from data import group_of  # noqa: E402
 from evaluate import infer  # noqa: E402
 from model import build_model  # noqa: E402
 from paths import CLASSES, tune_malloc  # noqa: E402
+from run_all import CANDIDATE, RECIPE  # noqa: E402
 from train import load_data  # noqa: E402
 
 RESULTS = HERE / "results" / "oof"
 FIELDS = ["relpath", "study", "fold", "label"] + [f"logit_{c}" for c in CLASSES] + ["ood_score"]
 
 
-def fold_rows(run, fold):
+def fold_rows(run, fold, weights):
     torch.set_num_threads(2)
     net = build_model(pretrained=False)
-    net.load_state_dict(torch.load(run / FINAL_WEIGHTS, map_location="cpu"))
+    net.load_state_dict(torch.load(run / weights, map_location="cpu"))
     (_, xtr, ytr), (rel, xte, yte) = load_data(argparse.Namespace(random_split=False, fold=fold, tiny=0))
     _, ftr = infer(net, xtr)  # at the deployed 224 px, no augmentation
     logits, fte = infer(net, xte)
@@ -50,22 +53,25 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="where each fold's weights are kept (training/runs/cv)")
     p.add_argument("--folds", default="0,1,2,3,4")
+    p.add_argument("--recipe", choices=["shipped", "candidate"], default="shipped")
     args = p.parse_args()
-    RESULTS.mkdir(parents=True, exist_ok=True)
+    recipe = RECIPE if args.recipe == "shipped" else CANDIDATE
+    results = RESULTS if args.recipe == "shipped" else RESULTS.with_name("oof-candidate")
+    results.mkdir(parents=True, exist_ok=True)
     for k in (int(v) for v in args.folds.split(",")):
-        dest = RESULTS / f"fold{k}.csv.gz"
+        dest = results / f"fold{k}.csv.gz"
         if dest.exists():
             print(k, "already in", dest, flush=True)
             continue
         run = Path(args.out) / f"fold{k}"
-        train_fold(run, k)
+        train_fold(run, k, recipe)
         tmp = dest.with_suffix(".tmp")
         # mtime=0: the same predictions give the same bytes, so a re-run does not show as a change
         with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
                 io.TextIOWrapper(gz, encoding="utf-8", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(FIELDS)
-            w.writerows(fold_rows(run, k))
+            w.writerows(fold_rows(run, k, "soup.pt" if recipe["soup_epochs"] else "final.pt"))
         tmp.rename(dest)
         print(k, "written", dest, flush=True)
 

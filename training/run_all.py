@@ -27,6 +27,12 @@ PY = sys.executable
 # epoch: 0.73); soup_epochs ("3-6") would average the late epochs instead (soup.py), which did not help consistently.
 RECIPE = {"train": ["--stage1", "160:1", "--stage2", "160:5,224:1", "--sampling", "group", "--patience", "99"],
           "soup_epochs": None}
+# A recipe under trial: the shipped one with protocol-balanced sampling (each view the same mass within a class) and
+# rendering jitter. oof.py --recipe candidate scores it out of fold beside the shipped one; it ships only if its
+# study-level figures, nested over folds, beat the shipped recipe's.
+CANDIDATE = {"train": ["--stage1", "160:1", "--stage2", "160:5,224:1", "--sampling", "strata", "--render-jitter",
+                       "--patience", "99"],
+             "soup_epochs": None}
 TINY = {"train": ["--tiny", "40", "--stage1", "160:1", "--stage2", "224:2", "--max-steps", "2", "--bs", "8",
                   "--sampling", "group", "--snapshots", "--patience", "99"],
         "soup_epochs": "1-2"}

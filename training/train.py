@@ -27,6 +27,8 @@ from data import group_of, label_of, load_split
 from model import build_model, forward_all, to_input
 from paths import SPLITS, tune_malloc
 
+VIEWS = Path(__file__).resolve().parent / "results" / "study_views.csv"
+
 
 def parse_schedule(text):
     """"160:6,224:2" → [160]*6 + [224]*2."""
@@ -103,11 +105,32 @@ def group_weights(rel, y):
     return w / w.sum()
 
 
-def batches(x, y, bs, res, rng, aug=True, weights=None):
+def strata_weights(rel, y):
+    """Like group_weights, with the protocol mix of each class flattened: a protocol stratum is the study's view
+    (axial, coronal) and rendering cluster (results/study_views.csv, training/protocol_audit.py), and within a class
+    each stratum's mass grows only with the square root of its study count, so a class filmed mostly in one protocol
+    (Normal: 18 of 48 studies coronal in the brightest cluster, Tumor: 4 of 26 there) no longer teaches the
+    protocol, while a stratum of one study cannot dominate its class."""
+    with open(VIEWS, newline="") as f:
+        stratum = {r["study"]: f"{r['view']}|{r['rendering_cluster']}" for r in csv.DictReader(f)}
+    keys = ["/".join(group_of(r)) for r in rel]
+    size = Counter(keys)
+    w = np.array([size[k] ** -0.5 for k in keys])
+    cells = np.array([f"{c}|{stratum.get(k, '?')}" for c, k in zip(y, keys)])
+    studies = Counter(c for c, _ in set(zip(cells, keys)))
+    for cell in np.unique(cells):
+        w[cells == cell] *= studies[cell] ** 0.5 / w[cells == cell].sum()
+    for c in range(4):
+        if (y == c).any():
+            w[y == c] /= w[y == c].sum()
+    return w / w.sum()
+
+
+def batches(x, y, bs, res, rng, aug=True, weights=None, render=False):
     order = rng.permutation(len(x)) if weights is None else rng.choice(len(x), len(x), p=weights)
     for i in range(0, len(order) - bs + 1 if len(order) >= bs else 1, bs):
         idx = order[i:i + bs]
-        imgs = np.stack([augment(x[j], rng, res) if aug else resize(x[j], res) for j in idx])
+        imgs = np.stack([augment(x[j], rng, res, render) if aug else resize(x[j], res) for j in idx])
         yield to_input(imgs), torch.from_numpy(y[idx])
 
 
@@ -148,9 +171,12 @@ def main():
                    help="stage 2 keeps the ImageNet BatchNorm statistics (small effective data: ~150 studies)")
     p.add_argument("--freeze-blocks", type=int, default=0,
                    help="stage 2 leaves the first N feature blocks at their ImageNet weights")
-    p.add_argument("--sampling", choices=["uniform", "group"], default="uniform",
+    p.add_argument("--sampling", choices=["uniform", "group", "strata"], default="uniform",
                    help="group: class-balanced sampling with each study weighted by sqrt(slices) (replaces the "
-                        "inverse-frequency class weights of the loss)")
+                        "inverse-frequency class weights of the loss); strata: the same, and each view (axial, "
+                        "coronal) and rendering cluster a mass within its class growing with the square root of its studies")
+    p.add_argument("--render-jitter", action="store_true",
+                   help="also vary the rendering the node may meet: another CLAHE, none, a tighter or looser body crop")
     p.add_argument("--snapshots", action="store_true",
                    help="keep the weights after every stage-2 epoch (epoch<N>.pt) for weight averaging (soup.py)")
     p.add_argument("--threads", type=int, default=2)
@@ -165,8 +191,8 @@ def main():
     counts = np.bincount(ytr, minlength=4)
     class_w = torch.tensor(len(ytr) / (4 * np.maximum(counts, 1)), dtype=torch.float32)
     weights = None
-    if args.sampling == "group":
-        weights = group_weights(rtr, ytr)
+    if args.sampling in ("group", "strata"):
+        weights = (group_weights if args.sampling == "group" else strata_weights)(rtr, ytr)
         class_w = torch.ones(4)
     plan = [("head", r) for r in parse_schedule(args.stage1)] + [("full", r) for r in parse_schedule(args.stage2)]
     steps_per_epoch = max(1, len(xtr) // args.bs)
@@ -205,7 +231,8 @@ def main():
         rng = np.random.default_rng(args.seed * 1000 + ep)
         torch.manual_seed(args.seed * 1000 + ep)
         t0, seen, loss_sum = time.time(), 0, 0.0
-        for step, (xb, yb) in enumerate(batches(xtr, ytr, args.bs, res, rng, weights=weights)):
+        for step, (xb, yb) in enumerate(batches(xtr, ytr, args.bs, res, rng, weights=weights,
+                                                      render=args.render_jitter)):
             if step >= steps_per_epoch:
                 break
             if stage == "head":

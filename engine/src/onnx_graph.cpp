@@ -26,6 +26,7 @@ enum Wire : uint32_t { kVarint = 0, kFixed64 = 1, kBytes = 2, kFixed32 = 5 };
 // Little-endian floats, as raw_data and packed fields hold them (the engine runs on little-endian machines only).
 void append_raw(std::string_view raw, std::vector<float>& out) {
   if (raw.size() % 4 != 0) bad("float data of odd length");
+  if (raw.empty()) return;  // an empty view may have no data pointer, which memcpy must not get
   const size_t first = out.size();
   out.resize(first + raw.size() / 4);
   std::memcpy(out.data() + first, raw.data(), raw.size());
@@ -62,9 +63,17 @@ class Reader {
 
   [[nodiscard]] uint32_t field() const { return field_; }
   [[nodiscard]] uint32_t wire() const { return wire_; }
-  [[nodiscard]] int64_t integer() const { return static_cast<int64_t>(value_); }
-  [[nodiscard]] std::string_view bytes() const { return bytes_; }
+  // Each accessor insists on its wire type: a field of the wrong type is a malformed model, never a stale value.
+  [[nodiscard]] int64_t integer() const {
+    expect(kVarint);
+    return static_cast<int64_t>(value_);
+  }
+  [[nodiscard]] std::string_view bytes() const {
+    expect(kBytes);
+    return bytes_;
+  }
   [[nodiscard]] float fixed32() const {
+    expect(kFixed32);
     float f = 0;
     std::memcpy(&f, bytes_.data(), sizeof(f));
     return f;
@@ -76,7 +85,7 @@ class Reader {
       out.push_back(integer());
       return;
     }
-    Reader packed(bytes_);
+    Reader packed(bytes());
     while (!packed.at_end()) out.push_back(static_cast<int64_t>(packed.varint()));
   }
 
@@ -85,10 +94,17 @@ class Reader {
       out.push_back(fixed32());
       return;
     }
-    append_raw(bytes_, out);
+    append_raw(bytes(), out);
   }
 
  private:
+  void expect(uint32_t wire) const {
+    if (wire_ != wire) {
+      bad("field " + std::to_string(field_) + " has wire type " + std::to_string(wire_) + ", expected " +
+          std::to_string(wire));
+    }
+  }
+
   [[nodiscard]] bool at_end() const { return pos_ >= data_.size(); }
 
   uint64_t varint() {
