@@ -83,20 +83,21 @@ class Studies:
         return {c: longest_runs(p[:, CLASSES.index(c)], self.slices) for c in FINDINGS}
 
 
-def choose(runs, cls, mask, max_ffr):
-    """Per finding: the (t, k) with the highest sensitivity on the masked studies whose Normal-study false-finding
-    rate is <= max_ffr; ties go to the lower false-finding rate, then the higher threshold, then the shorter run."""
+def choose(runs, cls, mask, max_ffr, min_threshold=0.0, min_run=1):
+    """Per finding: the (t, k) with t >= min_threshold and the highest sensitivity on the masked studies whose
+    Normal-study false-finding rate is <= max_ffr, on runs of at least min_run slices; ties go to the lower false-finding rate, then the higher
+    threshold, then the shorter run."""
     normal = mask & (cls == 0)
     out = {}
     for c in FINDINGS:
         pos = mask & (cls == CLASSES.index(c))
         best = None
-        for k in RUNS:
+        for k in (r for r in RUNS if r >= min_run):
             present = runs[c] >= k  # [studies, thresholds]
             sens = present[pos].mean(0)
             ffr = present[normal].mean(0)
             for j, t in enumerate(THRESHOLDS):
-                if ffr[j] > max_ffr:
+                if ffr[j] > max_ffr or t < min_threshold - 1e-9:
                     continue
                 key = (sens[j], -ffr[j], t, -k)
                 if best is None or key > best[0]:
@@ -187,6 +188,13 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--max-ffr", type=float, default=0.02,
                    help="largest false-finding rate on Normal studies a finding's operating point may have")
+    p.add_argument("--min-threshold", type=float, default=0.5,
+                   help="lowest calibrated probability a finding's threshold may have: a finding is reported only "
+                        "on slices where the model finds it more likely than not, so that a drift of the "
+                        "probabilities on another hospital's CT (a baseline of 0.1-0.4) does not become a finding")
+    p.add_argument("--min-run", type=int, default=3,
+                   help="shortest run of adjacent slices a finding may need: a finding must be seen on a few adjacent "
+                        "slices; short spikes (one or two slices) are what other hospitals' CT shows most")
     p.add_argument("--manifest", default=str(REPO / "models" / "nephra-kidney.json"),
                    help="the shipped manifest: its rule is measured on the same studies for comparison")
     p.add_argument("--oof", default=str(OOF), help="folder of oof.py's fold*.csv.gz")
@@ -211,7 +219,7 @@ def main():
         temperature = fit_temperature(logits[inner], y[inner])
         t_by_slice[~inner] = temperature
         runs = st.runs(temperature)
-        rule = choose(runs, st.cls, st.sfold != f, args.max_ffr)
+        rule = choose(runs, st.cls, st.sfold != f, args.max_ffr, args.min_threshold, args.min_run)
         held = st.sfold == f
         for c, flags in decide(st, temperature, rule).items():
             nested_present[c][held] = flags[held]
@@ -220,18 +228,19 @@ def main():
     # what ships: the same choice on every fold
     temperature = fit_temperature(logits, y)
     runs = st.runs(temperature)
-    rule = choose(runs, st.cls, np.ones(len(st.ids), bool), args.max_ffr)
+    rule = choose(runs, st.cls, np.ones(len(st.ids), bool), args.max_ffr, args.min_threshold, args.min_run)
     res = {"protocol": "out-of-fold logits of the shipped recipe (training/oof.py), grouped folds " + str(folds)
                        + "; temperature and per-finding (threshold, run length) chosen on the other folds only "
-                         "(highest study sensitivity with false-finding rate on Normal studies <= "
-                       + str(args.max_ffr) + "), scored on the held-out fold's studies; 95% intervals: bootstrap "
+                         "(threshold >= " + str(args.min_threshold) + ", run >= " + str(args.min_run) + " slices, highest study sensitivity with false-finding "
+                         "rate on Normal studies <= " + str(args.max_ffr) + "), scored on the held-out fold's studies; 95% intervals: bootstrap "
                          "over studies. OOD abstention is not applied (dataset slices are in distribution).",
            "folds": folds, "complete": folds == [0, 1, 2, 3, 4], "studies": len(st.ids), "slices": int(len(y)),
            "studies_per_class": {c: int((st.cls == i).sum()) for i, c in enumerate(CLASSES)},
            "nested": study_metrics(nested_present, st.cls, rng),
            "slice_level": slice_metrics(logits, y, t_by_slice),
            "per_fold_choice": per_fold,
-           "shipped_rule": {"temperature": round(temperature, 6), "rule": rule, "max_ffr": args.max_ffr}}
+           "shipped_rule": {"temperature": round(temperature, 6), "rule": rule, "max_ffr": args.max_ffr,
+                            "min_threshold": args.min_threshold, "min_run": args.min_run}}
     man_path = Path(args.manifest)
     if man_path.exists():
         man = json.loads(man_path.read_text())
@@ -259,7 +268,7 @@ def main():
         man["decision_rule"] = ("per finding c: a slice is flagged when its calibrated p(c) >= threshold_c; "
                                 "threshold_c and the run length are chosen per study (training/study_rule.py): the "
                                 "highest study sensitivity whose false-finding rate on Normal studies is <= "
-                                + str(args.max_ffr) + ", on out-of-fold predictions of all grouped folds")
+                                + str(args.max_ffr) + " with threshold_c >= " + str(args.min_threshold) + ", on out-of-fold predictions of all grouped folds")
         nested = res["nested"]
         man.setdefault("metrics", {})["study_out_of_fold"] = {
             "studies": res["studies"],
