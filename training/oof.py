@@ -7,8 +7,8 @@ pooled features, as evaluate.py fits it on the training split). One CSV per fold
 fold is committed as soon as it finishes and a later checkout runs only the missing ones. The study-level decision
 layer is fitted on these, studies as the unit (training/study_rule.py).
     /usr/bin/python3 training/oof.py --out training/runs/cv [--folds 0,1,2,3,4]
-    /usr/bin/python3 training/oof.py --recipe candidate --out training/runs/cv-candidate   # the recipe under trial,
-                                                                    # into training/results/oof-candidate/
+    /usr/bin/python3 training/oof.py --recipe candidate --out training/runs/cv-candidate   # a recipe under trial
+                                                                    # (run_all.RECIPES), into results/oof-candidate/
 """
 import argparse
 import csv
@@ -28,7 +28,7 @@ from data import group_of  # noqa: E402
 from evaluate import infer  # noqa: E402
 from model import build_model  # noqa: E402
 from paths import CLASSES, tune_malloc  # noqa: E402
-from run_all import CANDIDATE, RECIPE  # noqa: E402
+from run_all import RECIPES  # noqa: E402
 from train import load_data  # noqa: E402
 
 RESULTS = HERE / "results" / "oof"
@@ -53,10 +53,11 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True, help="where each fold's weights are kept (training/runs/cv)")
     p.add_argument("--folds", default="0,1,2,3,4")
-    p.add_argument("--recipe", choices=["shipped", "candidate"], default="shipped")
+    p.add_argument("--recipe", choices=list(RECIPES), default="shipped",
+                   help="a recipe under trial writes into training/results/oof-<recipe>/")
     args = p.parse_args()
-    recipe = RECIPE if args.recipe == "shipped" else CANDIDATE
-    results = RESULTS if args.recipe == "shipped" else RESULTS.with_name("oof-candidate")
+    recipe = RECIPES[args.recipe]
+    results = RESULTS if args.recipe == "shipped" else RESULTS.with_name("oof-" + args.recipe)
     results.mkdir(parents=True, exist_ok=True)
     for k in (int(v) for v in args.folds.split(",")):
         dest = results / f"fold{k}.csv.gz"

@@ -7,7 +7,9 @@ the top of the frame (the chest continues) or is tall and narrow; an axial one i
 it. Tags come from nine slices per study (the median); the borderline studies were checked by eye on a montage.
 Each study also gets a rendering cluster: k-means (k = 3, fixed seed) on its mean 32-bin gray histogram, the
 feature that alone reaches grouped macro-F1 of about 0.53, i.e. the protocol shortcut the network can take.
-Per stratum: study sensitivity per finding and the false-finding rate on Normal studies, with the nested rule (each
+Each axial study is also tagged by whether its kidneys are contrast-enhanced: the share of its slices in which
+counterfactual.kidneys finds a mirrored pair of bright kidneys beside the spine (it needs enhanced parenchyma);
+enhanced when at least ENHANCED_SHARE of them. Per stratum: study sensitivity per finding and the false-finding rate on Normal studies, with the nested rule (each
 fold's studies decided by the temperature and rule chosen on the other folds, as in study_rule.py), and slice
 recall per class at the argmax.
     /usr/bin/python3 training/protocol_audit.py
@@ -23,6 +25,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from counterfactual import kidneys  # noqa: E402
 from paths import CLASSES, DATASET  # noqa: E402
 from study_rule import FINDINGS, Studies, decide, load, rate_ci, running_number  # noqa: E402
 
@@ -30,6 +33,7 @@ RESULTS = HERE / "results"
 SLICES_PER_STUDY = 9
 BODY_GRAY = 40  # above the black background and the table's thin lines after CLAHE
 TOP_ROWS = 4
+ENHANCED_SHARE = 0.10
 
 
 def read_gray(relpath):
@@ -113,7 +117,7 @@ def main():
             present[c][held_out] = decided[c][held_out]
     slice_pred = logits.argmax(1)
 
-    views, hists, rows = [], [], []
+    views, hists, rows, enhanced = [], [], [], []
     for sid, idx in zip(studies.ids, studies.slices):
         pick = idx[:: max(1, len(idx) // SLICES_PER_STUDY)][:SLICES_PER_STUDY]
         images = [read_gray(relpaths[i]) for i in pick]
@@ -121,9 +125,14 @@ def main():
         views.append(view)
         h = np.mean([np.histogram(im, bins=32, range=(0, 256))[0] / im.size for im in images], 0)
         hists.append(h)
+        share = float(np.mean([bool(kidneys(read_gray(relpaths[i]))) for i in idx])) if view == "axial" else None
+        enhanced.append("" if share is None else ("yes" if share >= ENHANCED_SHARE else "no"))
         rows.append({"study": sid, "class": CLASSES[studies.cls[len(rows)]], "view": view,
-                     "top_edge_body_fraction": round(top, 3), "body_width_over_height": round(ratio, 3)})
+                     "top_edge_body_fraction": round(top, 3), "body_width_over_height": round(ratio, 3),
+                     "enhanced_kidney_share": "" if share is None else round(share, 3),
+                     "enhanced_kidneys": enhanced[-1]})
     views = np.array(views)
+    enhanced = np.array(enhanced)
     clusters = histogram_clusters(np.array(hists))
     for r, cl in zip(rows, clusters):
         r["rendering_cluster"] = int(cl)
@@ -133,13 +142,16 @@ def main():
            "by_view": {v: stratum_metrics(studies, present, slice_pred, views == v) for v in ("axial", "coronal")},
            "by_rendering_cluster": {str(j): stratum_metrics(studies, present, slice_pred, clusters == j)
                                     for j in range(int(clusters.max()) + 1)},
+           "axial_by_kidney_enhancement": {e: stratum_metrics(studies, present, slice_pred, enhanced == e)
+                                           for e in ("yes", "no")},
            "all": stratum_metrics(studies, present, slice_pred, np.ones(len(studies.ids), bool))}
     (RESULTS / "protocol_audit.json").write_text(json.dumps(res, indent=1) + "\n")
     with open(RESULTS / "study_views.csv", "w", newline="") as f:
         w = csv.DictWriter(f, fieldnames=list(rows[0]))
         w.writeheader()
         w.writerows(rows)
-    for name, group in (("view", res["by_view"]), ("rendering cluster", res["by_rendering_cluster"])):
+    for name, group in (("view", res["by_view"]), ("rendering cluster", res["by_rendering_cluster"]),
+                        ("axial, kidneys enhanced", res["axial_by_kidney_enhancement"])):
         for key, m in group.items():
             sens = ", ".join(f"{c} {m['study_sensitivity'][c]['hits']}/{m['study_sensitivity'][c]['n']}"
                              for c in FINDINGS)

@@ -33,6 +33,12 @@ RECIPE = {"train": ["--stage1", "160:1", "--stage2", "160:5,224:1", "--sampling"
 CANDIDATE = {"train": ["--stage1", "160:1", "--stage2", "160:5,224:1", "--sampling", "strata", "--render-jitter",
                        "--patience", "99"],
              "soup_epochs": None}
+# The shipped recipe with counterfactual lesions (counterfactual.py): half of the Normal axial slices whose kidneys
+# are found are seen, each time they are drawn, with a synthetic cyst or stone instead.
+COUNTERFACTUAL = {"train": ["--stage1", "160:1", "--stage2", "160:5,224:1", "--sampling", "group",
+                            "--counterfactual", "0.5", "--patience", "99"],
+                  "soup_epochs": None}
+RECIPES = {"shipped": RECIPE, "candidate": CANDIDATE, "counterfactual": COUNTERFACTUAL}
 TINY = {"train": ["--tiny", "40", "--stage1", "160:1", "--stage2", "224:2", "--max-steps", "2", "--bs", "8",
                   "--sampling", "group", "--snapshots", "--patience", "99"],
         "soup_epochs": "1-2"}

@@ -126,12 +126,38 @@ def strata_weights(rel, y):
     return w / w.sum()
 
 
-def batches(x, y, bs, res, rng, aug=True, weights=None, render=False):
+def counterfactual_pool(rel, x, y):
+    """{index: kidney hulls} of the Normal axial training slices whose kidneys counterfactual.kidneys finds."""
+    from counterfactual import kidneys
+    with open(VIEWS, newline="") as f:
+        view = {r["study"]: r["view"] for r in csv.DictReader(f)}
+    pool = {}
+    for i in np.flatnonzero(y == 0):
+        if view.get("/".join(group_of(rel[i]))) == "axial":
+            hulls = kidneys(x[i])
+            if hulls:
+                pool[int(i)] = hulls
+    return pool
+
+
+def with_counterfactual(img, label, j, pool, share, rng):
+    """A Normal slice with found kidneys becomes, with probability `share`, the same slice with a synthetic cyst or
+    stone (and that label): the same study and protocol with and without a finding."""
+    if share <= 0 or j not in pool or rng.random() >= share:
+        return img, label
+    from counterfactual import add_lesion
+    kind = "cyst" if rng.random() < 0.5 else "stone"
+    out = add_lesion(img, pool[j], kind, rng)
+    return (img, label) if out is None else (out, 1 if kind == "cyst" else 2)
+
+
+def batches(x, y, bs, res, rng, aug=True, weights=None, render=False, pool=None, share=0.0):
     order = rng.permutation(len(x)) if weights is None else rng.choice(len(x), len(x), p=weights)
     for i in range(0, len(order) - bs + 1 if len(order) >= bs else 1, bs):
         idx = order[i:i + bs]
-        imgs = np.stack([augment(x[j], rng, res, render) if aug else resize(x[j], res) for j in idx])
-        yield to_input(imgs), torch.from_numpy(y[idx])
+        pairs = [with_counterfactual(x[j], y[j], int(j), pool or {}, share, rng) for j in idx]
+        imgs = np.stack([augment(im, rng, res, render) if aug else resize(im, res) for im, _ in pairs])
+        yield to_input(imgs), torch.from_numpy(np.array([lab for _, lab in pairs], dtype=y.dtype))
 
 
 @torch.no_grad()
@@ -175,6 +201,9 @@ def main():
                    help="group: class-balanced sampling with each study weighted by sqrt(slices) (replaces the "
                         "inverse-frequency class weights of the loss); strata: the same, and each view (axial, "
                         "coronal) and rendering cluster a mass within its class growing with the square root of its studies")
+    p.add_argument("--counterfactual", type=float, default=0.0,
+                   help="share of the Normal axial slices with found kidneys that get a synthetic cyst or stone "
+                        "(counterfactual.py; training only, never scored)")
     p.add_argument("--render-jitter", action="store_true",
                    help="also vary the rendering the node may meet: another CLAHE, none, a tighter or looser body crop")
     p.add_argument("--snapshots", action="store_true",
@@ -194,6 +223,10 @@ def main():
     if args.sampling in ("group", "strata"):
         weights = (group_weights if args.sampling == "group" else strata_weights)(rtr, ytr)
         class_w = torch.ones(4)
+    pool = counterfactual_pool(rtr, xtr, ytr) if args.counterfactual > 0 else {}
+    if pool:
+        print(f"counterfactual lesions: kidneys found in {len(pool)} of {int((ytr == 0).sum())} Normal slices",
+              flush=True)
     plan = [("head", r) for r in parse_schedule(args.stage1)] + [("full", r) for r in parse_schedule(args.stage2)]
     steps_per_epoch = max(1, len(xtr) // args.bs)
     if args.max_steps:
@@ -232,7 +265,8 @@ def main():
         torch.manual_seed(args.seed * 1000 + ep)
         t0, seen, loss_sum = time.time(), 0, 0.0
         for step, (xb, yb) in enumerate(batches(xtr, ytr, args.bs, res, rng, weights=weights,
-                                                      render=args.render_jitter)):
+                                                      render=args.render_jitter, pool=pool,
+                                                      share=args.counterfactual)):
             if step >= steps_per_epoch:
                 break
             if stage == "head":

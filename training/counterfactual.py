@@ -1,0 +1,158 @@
+"""Counterfactual lesions: a synthetic cyst or stone placed in a kidney of a Normal axial slice, so that the same
+study and protocol appear with and without a finding and the network cannot tell them apart by the rendering.
+
+The kidneys are found without labels: the vertebral body (the largest bone-bright region low in the middle), then,
+at a few brightness thresholds of the smoothed slice, a bright compact region on each side of it; only a mirrored
+pair (same level, similar size and distance from the spine) of regions that fill their hull loosely (a bright cortex
+around a darker sinus: an enhancing kidney) counts. By eye on random axial Normal slices it finds kidneys in about a
+fifth of them, and about one in twenty of the regions it finds lies elsewhere (liver edge, body wall, colon).
+Lesion appearance comes from ranges read off real slices of the dataset by eye (not measured on masks, which the
+dataset does not have): a cyst is a round-to-oval, homogeneous region darker than the parenchyma with a soft edge,
+3-22 px across at 224 px; a stone a bright (calcium) blob 3-8 px across in the kidney's darker sinus. Never scored on.
+"""
+import cv2
+import numpy as np
+
+BONE = 235
+THRESHOLDS = (165, 175, 185, 195, 205)
+MAX_SOLIDITY = 0.85
+
+
+def vertebra(img):
+    """(x, y, w, h) of the vertebral body of an axial slice, or None."""
+    h, w = img.shape
+    n, _, st, cen = cv2.connectedComponentsWithStats((img >= BONE).astype(np.uint8), connectivity=8)
+    best = None
+    for i in range(1, n):
+        area = st[i, cv2.CC_STAT_AREA]
+        cx, cy = cen[i]
+        if area < 60 or abs(cx - w / 2) > 0.12 * w or cy < 0.45 * h:
+            continue
+        score = area - 3 * abs(cx - w / 2)
+        if best is None or score > best[0]:
+            best = (score, i)
+    return None if best is None else tuple(int(v) for v in st[best[1], :4])
+
+
+def _side(smooth, spine, threshold, side):
+    x, y, bw, bh = spine
+    vx, vy = x + bw / 2, y + bh / 2
+    mask = (smooth >= threshold).astype(np.uint8)
+    mask[max(0, y - 2):y + bh + 2, max(0, x - 2):x + bw + 2] = 0
+    n, labels, st, cen = cv2.connectedComponentsWithStats(mask, connectivity=8)
+    out = []
+    for i in range(1, n):
+        cx, cy = cen[i]
+        area, cw, ch = st[i, cv2.CC_STAT_AREA], st[i, cv2.CC_STAT_WIDTH], st[i, cv2.CC_STAT_HEIGHT]
+        if ((cx - vx) * side <= 0 or not 0.4 * bw * bh <= area <= 3.5 * bw * bh or max(cw, ch) > 2.0 * min(cw, ch)
+                or not 1.1 * bw <= abs(cx - vx) <= 3.2 * bw or abs(cy - vy) > 0.9 * bh
+                or st[i, cv2.CC_STAT_LEFT] == 0 or st[i, cv2.CC_STAT_TOP] == 0):
+            continue
+        pts = np.column_stack(np.nonzero(labels == i))[:, ::-1].astype(np.int32)
+        hull = cv2.convexHull(pts)
+        # An enhanced kidney is a bright cortex around a darker sinus: its region fills its hull far less than
+        # the solid edge of a liver or spleen does.
+        if area > MAX_SOLIDITY * cv2.contourArea(hull):
+            continue
+        out.append((float(area), float(cx), float(cy), hull))
+    return out
+
+
+def kidneys(img):
+    """Both kidneys of an axial uint8 slice as convex hulls (left, right), or [] unless found as a mirrored pair."""
+    spine = vertebra(img)
+    if spine is None:
+        return []
+    x, y, bw, bh = spine
+    vx = x + bw / 2
+    smooth = cv2.GaussianBlur(img, (0, 0), 2.0)
+    best = None
+    for t in THRESHOLDS:
+        for a1, x1, y1, h1 in _side(smooth, spine, t, -1):
+            for a2, x2, y2, h2 in _side(smooth, spine, t, 1):
+                off = abs(abs(x1 - vx) - abs(x2 - vx))
+                if abs(y1 - y2) > 0.6 * bh or max(a1, a2) > 2.2 * min(a1, a2) or off > bw:
+                    continue
+                score = -(abs(y1 - y2) / bh + abs(np.log(a1 / a2)) + off / bw)
+                if best is None or score > best[0]:
+                    best = (score, [h1, h2])
+    return [] if best is None else best[1]
+
+
+def _inside(hull, shape, erode=0):
+    mask = np.zeros(shape, np.uint8)
+    cv2.fillConvexPoly(mask, hull, 1)
+    if erode:
+        mask = cv2.erode(mask, np.ones((2 * erode + 1, 2 * erode + 1), np.uint8))
+    return mask
+
+
+def add_lesion(img, hulls, kind, rng):
+    """img with one synthetic `kind` ("cyst" or "stone") in one of the kidneys; None if it does not fit."""
+    hull = hulls[int(rng.integers(len(hulls)))]
+    inside = _inside(hull, img.shape, 3 if kind == "stone" else 1)
+    if kind == "stone":  # in the darker sinus (calyces, pelvis), where stones sit and where they show
+        smooth = cv2.GaussianBlur(img, (0, 0), 1.5)
+        inside &= (smooth < np.median(smooth[inside > 0])).astype(np.uint8) if inside.any() else inside
+    where = np.column_stack(np.nonzero(inside))
+    if len(where) == 0:
+        return None
+    cy, cx = where[int(rng.integers(len(where)))]
+    if kind == "cyst":
+        axes = rng.uniform(1.5, 11.0) * np.exp(rng.uniform(-0.25, 0.25, 2))
+    else:
+        axes = rng.uniform(1.5, 4.0) * np.exp(rng.uniform(-0.3, 0.3, 2))
+    blob = np.zeros(img.shape, np.float32)
+    cv2.ellipse(blob, (int(cx), int(cy)), (max(1, int(round(axes[0]))), max(1, int(round(axes[1])))),
+                float(rng.uniform(0, 180)), 0, 360, 1.0, -1, cv2.LINE_AA)
+    blob = cv2.GaussianBlur(blob, (0, 0), float(rng.uniform(0.6, 1.2) if kind == "cyst" else rng.uniform(0.4, 0.7)))
+    x = img.astype(np.float32)
+    parenchyma = float(np.median(x[_inside(hull, img.shape) > 0]))
+    if kind == "cyst":
+        # homogeneous water-like content; keep a little of the slice's own texture so it is not a flat disc
+        texture = x - cv2.GaussianBlur(x, (0, 0), 1.5)
+        value = parenchyma * rng.uniform(0.3, 0.6) + 0.25 * texture
+    else:
+        value = np.full_like(x, rng.uniform(235, 255))
+    out = x * (1 - blob) + value * blob
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def examples(out, n=4, seed=0):
+    """A figure of what training sees: Normal axial slices with the kidneys found (green), then with a synthetic
+    cyst (top row) or stone (bottom row), cropped around the spine."""
+    import csv
+    from data import group_of, load_split
+    from paths import REPO
+    with open(REPO / "training" / "results" / "study_views.csv", newline="") as f:
+        view = {r["study"]: r["view"] for r in csv.DictReader(f)}
+    rel, x, y = load_split("train")
+    rng = np.random.default_rng(seed)
+    found = []
+    for i in rng.permutation(np.flatnonzero(y == 0)):
+        if view.get("/".join(group_of(rel[i]))) == "axial" and (hulls := kidneys(x[i])):
+            found.append((x[i], hulls))
+            if len(found) == 2 * n:
+                break
+
+    def crop(img, gray):
+        spine = vertebra(gray)
+        cx, cy = (112, 140) if spine is None else (spine[0] + spine[2] // 2, spine[1] + spine[3] // 2)
+        x0, y0 = int(np.clip(cx - 64, 0, 96)), int(np.clip(cy - 80, 0, 96))
+        return img[y0:y0 + 128, x0:x0 + 128]
+
+    rows = []
+    for kind, group in (("cyst", found[:n]), ("stone", found[n:])):
+        tiles = []
+        for img, hulls in group:
+            shown = cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+            cv2.polylines(shown, hulls, True, (0, 200, 0), 1)
+            lesion = add_lesion(img, hulls, kind, rng)
+            tiles += [crop(shown, img), crop(cv2.cvtColor(lesion, cv2.COLOR_GRAY2BGR), img)]
+        rows.append(np.hstack(tiles))
+    cv2.imwrite(str(out), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 90])
+
+
+if __name__ == "__main__":
+    import sys
+    sys.exit(examples(sys.argv[1] if len(sys.argv) > 1 else "training/results/counterfactual_examples.jpg"))
