@@ -10,6 +10,8 @@ Lesion appearance comes from ranges read off real slices of the dataset by eye (
 dataset does not have): a cyst is a round-to-oval, homogeneous region darker than the parenchyma with a soft edge,
 3-22 px across at 224 px; a stone a bright (calcium) blob 3-8 px across in the kidney's darker sinus. Never scored on.
 """
+from pathlib import Path
+
 import cv2
 import numpy as np
 
@@ -153,6 +155,59 @@ def examples(out, n=4, seed=0):
     cv2.imwrite(str(out), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 90])
 
 
+def probe(weights, split="test", seed=0):
+    """Does a network see a lesion in an enhancing kidney? Every Normal axial slice of `split` whose kidneys are
+    found, as it is and with a synthetic cyst or stone, through the network at the manifest's temperature; the real
+    Cyst and Stone slices of the split beside them for reference."""
+    import csv
+    import json
+    import torch
+    from data import group_of, load_split
+    from model import build_model, forward_all, to_input
+    from paths import CLASSES, REPO
+    torch.set_num_threads(2)
+    manifest = json.loads((REPO / "models" / "nephra-kidney.json").read_text())
+    t, thr = manifest["temperature"], manifest["decision_thresholds"]
+    with open(REPO / "training" / "results" / "study_views.csv", newline="") as f:
+        view = {r["study"]: r["view"] for r in csv.DictReader(f)}
+    net = build_model(pretrained=False)
+    net.load_state_dict(torch.load(weights, map_location="cpu"))
+    net.eval()
+    rel, x, y = load_split(split)
+    rng = np.random.default_rng(seed)
+    sets = {"Normal, as it is": [], "Normal + synthetic cyst": [], "Normal + synthetic stone": []}
+    for i in np.flatnonzero(y == 0):
+        if view.get("/".join(group_of(rel[i]))) == "axial" and (hulls := kidneys(x[i])):
+            sets["Normal, as it is"].append(x[i])
+            sets["Normal + synthetic cyst"].append(add_lesion(x[i], hulls, "cyst", rng))
+            sets["Normal + synthetic stone"].append(add_lesion(x[i], hulls, "stone", rng))
+    for c in ("Cyst", "Stone"):
+        sets[f"real {c} slices (all views)"] = list(x[y == CLASSES.index(c)])
+    out = {"split": split, "weights": str(weights), "temperature": t, "thresholds": thr, "sets": {}}
+    with torch.no_grad():
+        for name, imgs in sets.items():
+            p = torch.cat([torch.softmax(forward_all(net, to_input(np.stack(imgs[j:j + 16])))[0] / t, 1)
+                           for j in range(0, len(imgs), 16)]).numpy()
+            out["sets"][name] = {"slices": len(imgs),
+                                 "argmax": dict(zip(CLASSES, np.bincount(p.argmax(1), minlength=4).tolist())),
+                                 "mean_probability": dict(zip(CLASSES, [round(float(v), 4) for v in p.mean(0)])),
+                                 "flagged": {c: round(float((p[:, CLASSES.index(c)] >= thr[c]).mean()), 4)
+                                             for c in ("Cyst", "Stone")}}
+            print(name, json.dumps(out["sets"][name]), flush=True)
+    return out
+
+
 if __name__ == "__main__":
+    import argparse
+    import json
     import sys
-    sys.exit(examples(sys.argv[1] if len(sys.argv) > 1 else "training/results/counterfactual_examples.jpg"))
+    ap = argparse.ArgumentParser(description="counterfactual lesions: the examples figure, or a network's probe")
+    ap.add_argument("--examples", default="training/results/counterfactual_examples.jpg")
+    ap.add_argument("--probe", help="weights (state_dict .pt) to probe; writes --probe-out")
+    ap.add_argument("--probe-out", default="training/results/counterfactual_probe.json")
+    a = ap.parse_args()
+    if a.probe:
+        Path(a.probe_out).write_text(json.dumps(probe(a.probe), indent=1) + "\n")
+    else:
+        examples(a.examples)
+    sys.exit(0)
