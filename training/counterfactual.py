@@ -155,10 +155,10 @@ def examples(out, n=4, seed=0):
     cv2.imwrite(str(out), np.vstack(rows), [cv2.IMWRITE_JPEG_QUALITY, 90])
 
 
-def probe(weights, split="test", seed=0):
-    """Does a network see a lesion in an enhancing kidney? Every Normal axial slice of `split` whose kidneys are
-    found, as it is and with a synthetic cyst or stone, through the network at the manifest's temperature; the real
-    Cyst and Stone slices of the split beside them for reference."""
+def probe(weights, split="test", fold=None, seed=0):
+    """Does a network see a lesion in an enhancing kidney? Every Normal axial slice of `split` (or of held-out grouped
+    fold `fold`, for a fold's network) whose kidneys are found, as it is and with a synthetic cyst or stone, through
+    the network at the manifest's temperature; the real Cyst and Stone slices beside them for reference."""
     import csv
     import json
     import torch
@@ -173,7 +173,12 @@ def probe(weights, split="test", seed=0):
     net = build_model(pretrained=False)
     net.load_state_dict(torch.load(weights, map_location="cpu"))
     net.eval()
-    rel, x, y = load_split(split)
+    if fold is None:
+        rel, x, y = load_split(split)
+    else:
+        from argparse import Namespace
+        from train import load_data
+        _, (rel, x, y) = load_data(Namespace(random_split=False, fold=fold, tiny=0))
     rng = np.random.default_rng(seed)
     sets = {"Normal, as it is": [], "Normal + synthetic cyst": [], "Normal + synthetic stone": []}
     for i in np.flatnonzero(y == 0):
@@ -183,7 +188,7 @@ def probe(weights, split="test", seed=0):
             sets["Normal + synthetic stone"].append(add_lesion(x[i], hulls, "stone", rng))
     for c in ("Cyst", "Stone"):
         sets[f"real {c} slices (all views)"] = list(x[y == CLASSES.index(c)])
-    out = {"split": split, "weights": str(weights), "temperature": t, "thresholds": thr, "sets": {}}
+    out = {"split": split if fold is None else f"held-out fold {fold}", "weights": str(weights), "temperature": t, "thresholds": thr, "sets": {}}
     with torch.no_grad():
         for name, imgs in sets.items():
             p = torch.cat([torch.softmax(forward_all(net, to_input(np.stack(imgs[j:j + 16])))[0] / t, 1)
@@ -205,9 +210,10 @@ if __name__ == "__main__":
     ap.add_argument("--examples", default="training/results/counterfactual_examples.jpg")
     ap.add_argument("--probe", help="weights (state_dict .pt) to probe; writes --probe-out")
     ap.add_argument("--probe-out", default="training/results/counterfactual_probe.json")
+    ap.add_argument("--fold", type=int, help="probe on this held-out grouped fold (a fold's network) instead of test")
     a = ap.parse_args()
     if a.probe:
-        Path(a.probe_out).write_text(json.dumps(probe(a.probe), indent=1) + "\n")
+        Path(a.probe_out).write_text(json.dumps(probe(a.probe, fold=a.fold), indent=1) + "\n")
     else:
         examples(a.examples)
     sys.exit(0)
