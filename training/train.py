@@ -205,7 +205,8 @@ def main():
                    help="share of the Normal axial slices with found kidneys that get a synthetic cyst or stone "
                         "(counterfactual.py; training only, never scored)")
     p.add_argument("--render-jitter", action="store_true",
-                   help="also vary the rendering the node may meet: another CLAHE, none, a tighter or looser body crop")
+                   help="also vary the rendering the node may meet: CLAHE again with other settings, or local contrast "
+                        "flattened as if there were none (augment.rendering)")
     p.add_argument("--snapshots", action="store_true",
                    help="keep the weights after every stage-2 epoch (epoch<N>.pt) for weight averaging (soup.py)")
     p.add_argument("--threads", type=int, default=2)
