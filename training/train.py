@@ -140,22 +140,28 @@ def counterfactual_pool(rel, x, y):
     return pool
 
 
-def with_counterfactual(img, label, j, pool, share, rng):
-    """A Normal slice with found kidneys becomes, with probability `share`, the same slice with a synthetic cyst or
-    stone (and that label): the same study and protocol with and without a finding."""
-    if share <= 0 or j not in pool or rng.random() >= share:
-        return img, label
+def with_counterfactual(x, y, j, pool, keys, share, rng):
+    """Sample j, or, with probability `share` each, a slice of the counterfactual pool with a synthetic cyst or
+    stone (and that label) or the same kind of slice as it is (Normal): the network sees those studies and their
+    protocol with and without a finding in equal measure."""
+    r = rng.random() if share > 0 and keys else 1.0
+    if r >= 2 * share:
+        return x[j], y[j]
+    k = keys[int(rng.integers(len(keys)))]
+    if r >= share:
+        return x[k], y[k]
     from counterfactual import add_lesion
     kind = "cyst" if rng.random() < 0.5 else "stone"
-    out = add_lesion(img, pool[j], kind, rng)
-    return (img, label) if out is None else (out, 1 if kind == "cyst" else 2)
+    out = add_lesion(x[k], pool[k], kind, rng)
+    return (x[k], y[k]) if out is None else (out, 1 if kind == "cyst" else 2)
 
 
 def batches(x, y, bs, res, rng, aug=True, weights=None, render=False, pool=None, share=0.0):
     order = rng.permutation(len(x)) if weights is None else rng.choice(len(x), len(x), p=weights)
+    keys = sorted(pool or {})
     for i in range(0, len(order) - bs + 1 if len(order) >= bs else 1, bs):
         idx = order[i:i + bs]
-        pairs = [with_counterfactual(x[j], y[j], int(j), pool or {}, share, rng) for j in idx]
+        pairs = [with_counterfactual(x, y, int(j), pool, keys, share, rng) for j in idx]
         imgs = np.stack([augment(im, rng, res, render) if aug else resize(im, res) for im, _ in pairs])
         yield to_input(imgs), torch.from_numpy(np.array([lab for _, lab in pairs], dtype=y.dtype))
 
@@ -202,8 +208,9 @@ def main():
                         "inverse-frequency class weights of the loss); strata: the same, and each view (axial, "
                         "coronal) and rendering cluster a mass within its class growing with the square root of its studies")
     p.add_argument("--counterfactual", type=float, default=0.0,
-                   help="share of the Normal axial slices with found kidneys that get a synthetic cyst or stone "
-                        "(counterfactual.py; training only, never scored)")
+                   help="share of the training samples that are a Normal axial slice with found kidneys and a "
+                        "synthetic cyst or stone, and as many that are such a slice as it is (counterfactual.py; "
+                        "training only, never scored)")
     p.add_argument("--render-jitter", action="store_true",
                    help="also vary the rendering the node may meet: CLAHE again with other settings, or local contrast "
                         "flattened as if there were none (augment.rendering)")
