@@ -25,41 +25,30 @@ def folds_of(name):
     return {int(p.name[4:-7]) for p in (RESULTS / name).glob("fold*.csv.gz")}
 
 
-def only_folds(name, folds, tmp):
-    """A folder with links to just these folds' files, for study_rule.load."""
-    d = Path(tmp) / name
-    d.mkdir(parents=True)
-    for k in folds:
-        (d / f"fold{k}.csv.gz").symlink_to(RESULTS / name / f"fold{k}.csv.gz")
-    return d
-
-
 def main():
-    import tempfile
     names = sys.argv[1:] or ["oof"] + sorted(p.name for p in RESULTS.glob("oof-*") if p.is_dir())
     common = sorted(set.intersection(*(folds_of(n) for n in names)))
     if not common:
         raise SystemExit(f"no fold scored by all of {names}")
     choice = json.loads((RESULTS / "study_rule.json").read_text())["per_fold_choice"]
     print(f"folds scored by all of {', '.join(names)}: {common}")
-    with tempfile.TemporaryDirectory() as tmp:
-        for name in names:
-            study, fold, logits, y = load(only_folds(name, common, tmp))
-            st = Studies(study, fold, logits, y)
-            present = {c: np.zeros(len(st.ids), bool) for c in FINDINGS}
-            for k in common:
-                rule = choice[str(k)]
-                decided = decide(st, rule["temperature"], rule["rule"])
-                for c in FINDINGS:
-                    present[c][st.sfold == k] = decided[c][st.sfold == k]
-            pred = logits.argmax(1)
-            recall = " ".join(f"{c} {np.mean(pred[y == i] == i):.3f}" for i, c in enumerate(CLASSES))
-            sens = " ".join(f"{c} {int(present[c][st.cls == CLASSES.index(c)].sum())}/"
-                            f"{int((st.cls == CLASSES.index(c)).sum())}" for c in FINDINGS)
-            normal = st.cls == 0
-            ffr = int(np.any([present[c] for c in FINDINGS], axis=0)[normal].sum())
-            print(f"{name:20s} slice macro-F1 {f1_score(y, pred, average='macro'):.3f} | recall {recall} | "
-                  f"studies found {sens} | any finding on Normal {ffr}/{int(normal.sum())}")
+    for name in names:
+        study, fold, logits, y = load(RESULTS / name, common)
+        st = Studies(study, fold, logits, y)
+        present = {c: np.zeros(len(st.ids), bool) for c in FINDINGS}
+        for k in common:
+            rule = choice[str(k)]
+            decided = decide(st, rule["temperature"], rule["rule"])
+            for c in FINDINGS:
+                present[c][st.sfold == k] = decided[c][st.sfold == k]
+        pred = logits.argmax(1)
+        recall = " ".join(f"{c} {np.mean(pred[y == i] == i):.3f}" for i, c in enumerate(CLASSES))
+        sens = " ".join(f"{c} {int(present[c][st.cls == CLASSES.index(c)].sum())}/"
+                        f"{int((st.cls == CLASSES.index(c)).sum())}" for c in FINDINGS)
+        normal = st.cls == 0
+        ffr = int(np.any([present[c] for c in FINDINGS], axis=0)[normal].sum())
+        print(f"{name:20s} slice macro-F1 {f1_score(y, pred, average='macro'):.3f} | recall {recall} | "
+              f"studies found {sens} | any finding on Normal {ffr}/{int(normal.sum())}")
 
 
 if __name__ == "__main__":

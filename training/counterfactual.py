@@ -81,6 +81,14 @@ def kidneys(img):
     return [] if best is None else best[1]
 
 
+def normal_axial_kidneys(rel, x, y):
+    """(index, kidney hulls) of every Normal axial slice whose kidneys are found."""
+    from data import study_tags
+    for i in np.flatnonzero(y == 0):
+        if study_tags(rel[i])["view"] == "axial" and (hulls := kidneys(x[i])):
+            yield int(i), hulls
+
+
 def _inside(hull, shape, erode=0):
     mask = np.zeros(shape, np.uint8)
     cv2.fillConvexPoly(mask, hull, 1)
@@ -93,9 +101,9 @@ def add_lesion(img, hulls, kind, rng):
     """img with one synthetic `kind` ("cyst" or "stone") in one of the kidneys; None if it does not fit."""
     hull = hulls[int(rng.integers(len(hulls)))]
     inside = _inside(hull, img.shape, 3 if kind == "stone" else 1)
-    if kind == "stone":  # in the darker sinus (calyces, pelvis), where stones sit and where they show
+    if kind == "stone" and inside.any():  # in the darker sinus (calyces, pelvis), where stones sit and show
         smooth = cv2.GaussianBlur(img, (0, 0), 1.5)
-        inside &= (smooth < np.median(smooth[inside > 0])).astype(np.uint8) if inside.any() else inside
+        inside &= (smooth < np.median(smooth[inside > 0])).astype(np.uint8)
     where = np.column_stack(np.nonzero(inside))
     if len(where) == 0:
         return None
@@ -123,19 +131,16 @@ def add_lesion(img, hulls, kind, rng):
 def examples(out, n=4, seed=0):
     """A figure of what training sees: Normal axial slices with the kidneys found (green), then with a synthetic
     cyst (top row) or stone (bottom row), cropped around the spine."""
-    import csv
-    from data import group_of, load_split
-    from paths import REPO
-    with open(REPO / "training" / "results" / "study_views.csv", newline="") as f:
-        view = {r["study"]: r["view"] for r in csv.DictReader(f)}
+    from data import load_split
     rel, x, y = load_split("train")
     rng = np.random.default_rng(seed)
+    order = rng.permutation(len(y))
+    rel, x, y = [rel[i] for i in order], x[order], y[order]
     found = []
-    for i in rng.permutation(np.flatnonzero(y == 0)):
-        if view.get("/".join(group_of(rel[i]))) == "axial" and (hulls := kidneys(x[i])):
-            found.append((x[i], hulls))
-            if len(found) == 2 * n:
-                break
+    for i, hulls in normal_axial_kidneys(rel, x, y):
+        found.append((x[i], hulls))
+        if len(found) == 2 * n:
+            break
 
     def crop(img, gray):
         spine = vertebra(gray)
@@ -159,17 +164,14 @@ def probe(weights, split="test", fold=None, seed=0):
     """Does a network see a lesion in an enhancing kidney? Every Normal axial slice of `split` (or of held-out grouped
     fold `fold`, for a fold's network) whose kidneys are found, as it is and with a synthetic cyst or stone, through
     the network at the manifest's temperature; the real Cyst and Stone slices beside them for reference."""
-    import csv
     import json
     import torch
-    from data import group_of, load_split
+    from data import load_split
     from model import build_model, forward_all, to_input
     from paths import CLASSES, REPO
     torch.set_num_threads(2)
     manifest = json.loads((REPO / "models" / "nephra-kidney.json").read_text())
     t, thr = manifest["temperature"], manifest["decision_thresholds"]
-    with open(REPO / "training" / "results" / "study_views.csv", newline="") as f:
-        view = {r["study"]: r["view"] for r in csv.DictReader(f)}
     net = build_model(pretrained=False)
     net.load_state_dict(torch.load(weights, map_location="cpu"))
     net.eval()
@@ -181,14 +183,14 @@ def probe(weights, split="test", fold=None, seed=0):
         _, (rel, x, y) = load_data(Namespace(random_split=False, fold=fold, tiny=0))
     rng = np.random.default_rng(seed)
     sets = {"Normal, as it is": [], "Normal + synthetic cyst": [], "Normal + synthetic stone": []}
-    for i in np.flatnonzero(y == 0):
-        if view.get("/".join(group_of(rel[i]))) == "axial" and (hulls := kidneys(x[i])):
-            sets["Normal, as it is"].append(x[i])
-            sets["Normal + synthetic cyst"].append(add_lesion(x[i], hulls, "cyst", rng))
-            sets["Normal + synthetic stone"].append(add_lesion(x[i], hulls, "stone", rng))
+    for i, hulls in normal_axial_kidneys(rel, x, y):
+        sets["Normal, as it is"].append(x[i])
+        sets["Normal + synthetic cyst"].append(add_lesion(x[i], hulls, "cyst", rng))
+        sets["Normal + synthetic stone"].append(add_lesion(x[i], hulls, "stone", rng))
     for c in ("Cyst", "Stone"):
         sets[f"real {c} slices (all views)"] = list(x[y == CLASSES.index(c)])
-    out = {"split": split if fold is None else f"held-out fold {fold}", "weights": str(weights), "temperature": t, "thresholds": thr, "sets": {}}
+    out = {"split": split if fold is None else f"held-out fold {fold}", "weights": str(weights), "temperature": t,
+           "thresholds": thr, "sets": {}}
     with torch.no_grad():
         for name, imgs in sets.items():
             p = torch.cat([torch.softmax(forward_all(net, to_input(np.stack(imgs[j:j + 16])))[0] / t, 1)

@@ -23,7 +23,12 @@ from paths import CLASSES, REPO, tune_malloc  # noqa: E402
 from run_all import RECIPE, schedule_length, train_args  # noqa: E402
 
 
-FINAL_WEIGHTS = "soup.pt" if RECIPE["soup_epochs"] else "final.pt"
+def final_weights(recipe=RECIPE):
+    """The file a fold's run of `recipe` ends with: its averaged weights, or its last ones."""
+    return "soup.pt" if recipe["soup_epochs"] else "final.pt"
+
+
+FINAL_WEIGHTS = final_weights()
 
 
 def load_fold(run, fold):
@@ -47,7 +52,7 @@ def train_fold(run, fold, recipe=RECIPE):
             subprocess.run([sys.executable, str(HERE / "train.py"), "--out", str(run), "--fold", str(fold)]
                            + train_args(recipe) + ["--validate", "last"],
                            check=True, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
-        if recipe["soup_epochs"] and not (run / "soup.pt").exists():
+        if recipe["soup_epochs"] and not (run / final_weights(recipe)).exists():
             subprocess.run([sys.executable, str(HERE / "soup.py"), "--run", str(run), "--fold", str(fold),
                             "--epochs", recipe["soup_epochs"]],
                            check=True, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)

@@ -25,6 +25,18 @@ def _study_groups():
         return {r["relpath"]: (r["class"], r["study_group"]) for r in csv.DictReader(f)}
 
 
+@functools.lru_cache(maxsize=1)
+def _study_tags():
+    with open(REPO / "training" / "results" / "study_views.csv", newline="") as f:
+        return {r["study"]: r for r in csv.DictReader(f)}
+
+
+def study_tags(relpath):
+    """The protocol tags of a slice's pseudo-study (view, rendering cluster, ...), as protocol_audit.py wrote them
+    to results/study_views.csv."""
+    return _study_tags()["/".join(_study_groups()[relpath])]
+
+
 def group_of(relpath):
     """The pseudo-study a slice belongs to: (class, study_group) from STUDY_GROUPS.csv."""
     return _study_groups()[relpath]

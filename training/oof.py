@@ -23,7 +23,7 @@ import torch
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from calibrate_ood import MahalanobisPCA  # noqa: E402
-from cv import train_fold  # noqa: E402
+from cv import final_weights, train_fold  # noqa: E402
 from data import group_of  # noqa: E402
 from evaluate import infer  # noqa: E402
 from model import build_model  # noqa: E402
@@ -72,7 +72,7 @@ def main():
                 io.TextIOWrapper(gz, encoding="utf-8", newline="") as f:
             w = csv.writer(f, lineterminator="\n")
             w.writerow(FIELDS)
-            w.writerows(fold_rows(run, k, "soup.pt" if recipe["soup_epochs"] else "final.pt"))
+            w.writerows(fold_rows(run, k, final_weights(recipe)))
         tmp.rename(dest)
         print(k, "written", dest, flush=True)
 

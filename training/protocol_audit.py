@@ -8,10 +8,10 @@ it. Tags come from nine slices per study (the median); the borderline studies we
 Each study also gets a rendering cluster: k-means (k = 3, fixed seed) on its mean 32-bin gray histogram, the
 feature that alone reaches grouped macro-F1 of about 0.53, i.e. the protocol shortcut the network can take.
 Each axial study is also tagged by whether its kidneys are contrast-enhanced: the share of its slices in which
-counterfactual.kidneys finds a mirrored pair of bright kidneys beside the spine (it needs enhanced parenchyma);
-enhanced when at least ENHANCED_SHARE of them. Per stratum: study sensitivity per finding and the false-finding rate on Normal studies, with the nested rule (each
-fold's studies decided by the temperature and rule chosen on the other folds, as in study_rule.py), and slice
-recall per class at the argmax.
+counterfactual.kidneys finds a mirrored pair of enhancing kidneys beside the spine; enhanced when at least
+ENHANCED_SHARE of them. Per stratum: study sensitivity per finding and the false-finding rate on Normal studies,
+with the nested rule (each fold's studies decided by the temperature and rule chosen on the other folds, as in
+study_rule.py), and slice recall per class at the argmax.
     /usr/bin/python3 training/protocol_audit.py
 Writes training/results/protocol_audit.json and training/results/study_views.csv. Skips (exit 0) without
 ../shared.

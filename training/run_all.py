@@ -27,18 +27,16 @@ PY = sys.executable
 # epoch: 0.73); soup_epochs ("3-6") would average the late epochs instead (soup.py), which did not help consistently.
 RECIPE = {"train": ["--stage1", "160:1", "--stage2", "160:5,224:1", "--sampling", "group", "--patience", "99"],
           "soup_epochs": None}
-# A recipe under trial: the shipped one with protocol-balanced sampling (each view the same mass within a class) and
-# rendering jitter. oof.py --recipe candidate scores it out of fold beside the shipped one; it ships only if its
-# study-level figures, nested over folds, beat the shipped recipe's.
-CANDIDATE = {"train": ["--stage1", "160:1", "--stage2", "160:5,224:1", "--sampling", "strata", "--render-jitter",
-                       "--patience", "99"],
-             "soup_epochs": None}
-# The shipped recipe with counterfactual lesions (counterfactual.py): 8 % of the samples are a Normal axial slice
-# whose kidneys are found, with a synthetic cyst or stone, and 8 % such a slice as it is. (At about 1 % of the
-# samples, v0, the network did not learn the drawn lesions at all: results/oof-counterfactual-v0/.)
-COUNTERFACTUAL = {"train": ["--stage1", "160:1", "--stage2", "160:5,224:1", "--sampling", "group",
-                            "--counterfactual", "0.08", "--patience", "99"],
-                  "soup_epochs": None}
+# Recipes under trial: the shipped one with arguments added (train.py takes the last value of a repeated option).
+# oof.py --recipe NAME scores one out of fold beside the shipped recipe; it ships only if its study-level figures,
+# nested over folds, beat the shipped recipe's.
+# candidate: protocol-balanced sampling (view x rendering-cluster strata flattened within each class) and rendering
+# jitter.
+CANDIDATE = {"train": RECIPE["train"] + ["--sampling", "strata", "--render-jitter"], "soup_epochs": None}
+# counterfactual: 8 % of the samples are a Normal axial slice whose kidneys are found, with a synthetic cyst or stone
+# (counterfactual.py), and 8 % such a slice as it is. (At about 1 % of the samples, v0, the network did not learn the
+# drawn lesions at all: results/oof-counterfactual-v0/.)
+COUNTERFACTUAL = {"train": RECIPE["train"] + ["--counterfactual", "0.08"], "soup_epochs": None}
 RECIPES = {"shipped": RECIPE, "candidate": CANDIDATE, "counterfactual": COUNTERFACTUAL}
 TINY = {"train": ["--tiny", "40", "--stage1", "160:1", "--stage2", "224:2", "--max-steps", "2", "--bs", "8",
                   "--sampling", "group", "--snapshots", "--patience", "99"],

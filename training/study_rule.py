@@ -38,10 +38,13 @@ def running_number(relpath):
     return int(m.group(1)) if m else 0
 
 
-def load(oof=OOF):
-    """Slices of every available fold: (study ids, study class, fold, logits) with each study's slices in order."""
+def load(oof=OOF, folds=None):
+    """Slices of every available fold (or of `folds` only): (study ids, study class, fold, logits) with each study's
+    slices in order."""
     rows = []
     for path in sorted(Path(oof).glob("fold*.csv.gz")):
+        if folds is not None and int(path.name[4:-7]) not in folds:
+            continue
         with gzip.open(path, "rt", newline="") as f:
             rows += list(csv.DictReader(f))
     if not rows:
@@ -84,9 +87,9 @@ class Studies:
 
 
 def choose(runs, cls, mask, max_ffr, min_threshold=0.0, min_run=1):
-    """Per finding: the (t, k) with t >= min_threshold and the highest sensitivity on the masked studies whose
-    Normal-study false-finding rate is <= max_ffr, on runs of at least min_run slices; ties go to the lower false-finding rate, then the higher
-    threshold, then the shorter run."""
+    """Per finding: the (t, k) with t >= min_threshold, k >= min_run and the highest sensitivity on the masked
+    studies whose Normal-study false-finding rate is <= max_ffr; ties go to the lower false-finding rate, then the
+    higher threshold, then the shorter run."""
     normal = mask & (cls == 0)
     out = {}
     for c in FINDINGS:
@@ -231,8 +234,9 @@ def main():
     rule = choose(runs, st.cls, np.ones(len(st.ids), bool), args.max_ffr, args.min_threshold, args.min_run)
     res = {"protocol": "out-of-fold logits of the shipped recipe (training/oof.py), grouped folds " + str(folds)
                        + "; temperature and per-finding (threshold, run length) chosen on the other folds only "
-                         "(threshold >= " + str(args.min_threshold) + ", run >= " + str(args.min_run) + " slices, highest study sensitivity with false-finding "
-                         "rate on Normal studies <= " + str(args.max_ffr) + "), scored on the held-out fold's studies; 95% intervals: bootstrap "
+                         "(threshold >= " + str(args.min_threshold) + ", run >= " + str(args.min_run)
+                       + " slices, highest study sensitivity with false-finding rate on Normal studies <= "
+                       + str(args.max_ffr) + "), scored on the held-out fold's studies; 95% intervals: bootstrap "
                          "over studies. OOD abstention is not applied (dataset slices are in distribution).",
            "folds": folds, "complete": folds == [0, 1, 2, 3, 4], "studies": len(st.ids), "slices": int(len(y)),
            "studies_per_class": {c: int((st.cls == i).sum()) for i, c in enumerate(CLASSES)},
@@ -268,7 +272,8 @@ def main():
         man["decision_rule"] = ("per finding c: a slice is flagged when its calibrated p(c) >= threshold_c; "
                                 "threshold_c and the run length are chosen per study (training/study_rule.py): the "
                                 "highest study sensitivity whose false-finding rate on Normal studies is <= "
-                                + str(args.max_ffr) + " with threshold_c >= " + str(args.min_threshold) + ", on out-of-fold predictions of all grouped folds")
+                                + str(args.max_ffr) + " with threshold_c >= " + str(args.min_threshold)
+                                + ", on out-of-fold predictions of all grouped folds")
         nested = res["nested"]
         man.setdefault("metrics", {})["study_out_of_fold"] = {
             "studies": res["studies"],

@@ -23,11 +23,9 @@ import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
 from augment import augment, resize
-from data import group_of, label_of, load_split
+from data import group_of, label_of, load_split, study_tags
 from model import build_model, forward_all, to_input
 from paths import SPLITS, tune_malloc
-
-VIEWS = Path(__file__).resolve().parent / "results" / "study_views.csv"
 
 
 def parse_schedule(text):
@@ -106,17 +104,14 @@ def group_weights(rel, y):
 
 
 def strata_weights(rel, y):
-    """Like group_weights, with the protocol mix of each class flattened: a protocol stratum is the study's view
-    (axial, coronal) and rendering cluster (results/study_views.csv, training/protocol_audit.py), and within a class
-    each stratum's mass grows only with the square root of its study count, so a class filmed mostly in one protocol
+    """group_weights with the protocol mix of each class flattened: a protocol stratum is the study's view (axial,
+    coronal) and rendering cluster (results/study_views.csv, training/protocol_audit.py), and within a class each
+    stratum's mass grows only with the square root of its study count, so a class filmed mostly in one protocol
     (Normal: 18 of 48 studies coronal in the brightest cluster, Tumor: 4 of 26 there) no longer teaches the
     protocol, while a stratum of one study cannot dominate its class."""
-    with open(VIEWS, newline="") as f:
-        stratum = {r["study"]: f"{r['view']}|{r['rendering_cluster']}" for r in csv.DictReader(f)}
+    w = group_weights(rel, y)
     keys = ["/".join(group_of(r)) for r in rel]
-    size = Counter(keys)
-    w = np.array([size[k] ** -0.5 for k in keys])
-    cells = np.array([f"{c}|{stratum.get(k, '?')}" for c, k in zip(y, keys)])
+    cells = np.array([f"{c}|{study_tags(r)['view']}|{study_tags(r)['rendering_cluster']}" for c, r in zip(y, rel)])
     studies = Counter(c for c, _ in set(zip(cells, keys)))
     for cell in np.unique(cells):
         w[cells == cell] *= studies[cell] ** 0.5 / w[cells == cell].sum()
@@ -128,16 +123,8 @@ def strata_weights(rel, y):
 
 def counterfactual_pool(rel, x, y):
     """{index: kidney hulls} of the Normal axial training slices whose kidneys counterfactual.kidneys finds."""
-    from counterfactual import kidneys
-    with open(VIEWS, newline="") as f:
-        view = {r["study"]: r["view"] for r in csv.DictReader(f)}
-    pool = {}
-    for i in np.flatnonzero(y == 0):
-        if view.get("/".join(group_of(rel[i]))) == "axial":
-            hulls = kidneys(x[i])
-            if hulls:
-                pool[int(i)] = hulls
-    return pool
+    from counterfactual import normal_axial_kidneys
+    return dict(normal_axial_kidneys(rel, x, y))
 
 
 def with_counterfactual(x, y, j, pool, keys, share, rng):
@@ -206,7 +193,8 @@ def main():
     p.add_argument("--sampling", choices=["uniform", "group", "strata"], default="uniform",
                    help="group: class-balanced sampling with each study weighted by sqrt(slices) (replaces the "
                         "inverse-frequency class weights of the loss); strata: the same, and each view (axial, "
-                        "coronal) and rendering cluster a mass within its class growing with the square root of its studies")
+                        "coronal) and rendering cluster a mass within its class growing with the square root of "
+                        "its studies")
     p.add_argument("--counterfactual", type=float, default=0.0,
                    help="share of the training samples that are a Normal axial slice with found kidneys and a "
                         "synthetic cyst or stone, and as many that are such a slice as it is (counterfactual.py; "

@@ -1,6 +1,5 @@
 """(a) Protocol-balanced sampling keeps every class the same mass and flattens each class's protocol mix;
 (b) the rendering jitter returns a slice of the same size and type. Seconds; (a) skips without ../shared."""
-import csv
 import sys
 import unittest
 from collections import Counter
@@ -18,13 +17,11 @@ class Sampling(unittest.TestCase):
     def test_strata_weights_balance_classes_and_flatten_protocols(self):
         if not dataset_present():
             self.skipTest(f"{DATASET} is absent")
-        from data import group_of, label_of, read_list
-        from train import VIEWS, group_weights, strata_weights
+        from data import label_of, read_list, study_tags
+        from train import group_weights, strata_weights
         rel = read_list("train")
         y = np.array([label_of(r) for r in rel])
-        with open(VIEWS, newline="") as f:
-            stratum = {r["study"]: f"{r['view']}|{r['rendering_cluster']}" for r in csv.DictReader(f)}
-        cells = [(c, stratum["/".join(group_of(r))]) for c, r in zip(y, rel)]
+        cells = [(c, f"{study_tags(r)['view']}|{study_tags(r)['rendering_cluster']}") for c, r in zip(y, rel)]
         for weights in (group_weights(rel, y), strata_weights(rel, y)):
             self.assertAlmostEqual(weights.sum(), 1.0, places=9)
             for c in range(4):
