@@ -269,19 +269,24 @@ async function main() {
       await openSeries(page, number);
       await settle(page, 1000);
       // the SR viewport loads the referenced CT, then draws the SR's annotations: wait for them (or for a crash)
-      let vp = await viewportState(page);
-      for (let i = 0; i < 30 && !vp.annotations && !fatalIn(msgs).length; i++) {
-        await sleep(500);
-        vp = await viewportState(page);
-      }
-      await sleep(500);
-      vp = await viewportState(page);
-      // the measurements panel on the right
+      const poll = async (tries) => {
+        let state = await viewportState(page);
+        for (let i = 0; i < tries && !state.annotations && !fatalIn(msgs).length; i++) {
+          await sleep(500);
+          state = await viewportState(page);
+        }
+        return state;
+      };
+      const drawnAtOnce = (await poll(10)).annotations > 0;
+      // A reader opens the measurements panel beside the image. With Chromium 156.0.8078.114 headless, OHIF 3.13
+      // draws the SR's regions only once the viewport is laid out again, which opening the panel does.
       const btn = await page.$('[data-cy=trackedMeasurements-btn]');
       if (btn) {
         await btn.click();
         await sleep(1500);
       }
+      const vp = await poll(20);
+      vp.drawnBeforePanelOpened = drawnAtOnce;
       const text = await page.evaluate(() => document.body.innerText);
       vp.measurementsPanel = (text.match(/Measurements \(\d+\)[^\n]*(\n[^\n]*){0,3}/) || [''])[0].replace(/\n/g, ' | ');
       vp.fatal = fatalIn(msgs).map((m) => m.text);
@@ -293,7 +298,8 @@ async function main() {
     if (srSeries) {
       const sr = await openSR(srSeries.series, 'sr', '05-sr.png');
       report.srViewport = sr;
-      log('SR viewport:', JSON.stringify({ overlay: sr.overlay, labels: sr.labels, fatal: sr.fatal, panel: sr.measurementsPanel }));
+      log('SR viewport:', JSON.stringify({ overlay: sr.overlay, labels: sr.labels, fatal: sr.fatal, panel: sr.measurementsPanel,
+        drawnBeforePanelOpened: sr.drawnBeforePanelOpened }));
       check('SR opens without breaking the viewer', sr.fatal.length === 0, sr.fatal.join('; '));
       check("SR finding's region drawn on the referenced CT image", sr.annotations > 0 && sr.shapes > 0,
         `${sr.annotations} annotations, ${sr.shapes} shapes`);
