@@ -183,15 +183,17 @@ std::vector<SliceResult> Classifier::classify(const std::vector<Slice>& slices) 
 }
 
 cv::Mat heatmap(const Slice& slice, const SliceResult& result, int cls) {
-  cv::Mat cam = cv::max(result.cams.at(static_cast<size_t>(cls)), 0.0F);
-  double max = 0;
-  cv::minMaxLoc(cam, nullptr, &max);
-  if (max > 0) cam /= max;
+  const cv::Mat cam = cv::max(result.cams.at(static_cast<size_t>(cls)), 0.0F);
   cv::Mat up;
   cv::resize(cam, up, slice.crop.size(), 0, 0, cv::INTER_CUBIC);
   cv::Mat heat = cv::Mat::zeros(slice.display.size(), CV_32F);
   const cv::Rect inside = slice.crop & cv::Rect(0, 0, heat.cols, heat.rows);
   up(cv::Rect(inside.x - slice.crop.x, inside.y - slice.crop.y, inside.width, inside.height)).copyTo(heat(inside));
+  // Activation on the table or in the air around the patient points at nothing a reader could check.
+  if (!slice.body.empty()) heat.setTo(0.0F, slice.body == 0);
+  double max = 0;
+  cv::minMaxLoc(heat, nullptr, &max);
+  if (max > 0) heat /= max;
   return cv::min(cv::max(heat, 0.0F), 1.0F);
 }
 

@@ -219,15 +219,20 @@ cv::Mat window_u8(const cv::Mat& hu, const Preprocessing& p) {
 struct Body {
   cv::Rect box;      // square around the body with a margin; may reach outside the image
   double air = 0.0;  // fraction of the body's filled outline that is not the body region itself
+  cv::Mat filled;    // the body region with its holes filled (255); empty when no body was found
 };
 
-// Fraction of the body's outline (the region with its holes filled) that is not body: lungs, bowel gas.
-double air_fraction(const cv::Mat& labels, int body) {
-  const cv::Mat mask = labels == body;
+// The body region with its holes filled (lungs, bowel gas become body).
+cv::Mat filled_outline(const cv::Mat& mask) {
   std::vector<std::vector<cv::Point>> outline;
   cv::findContours(mask, outline, cv::RETR_EXTERNAL, cv::CHAIN_APPROX_SIMPLE);
   cv::Mat filled = cv::Mat::zeros(mask.size(), CV_8U);
   cv::drawContours(filled, outline, -1, cv::Scalar(255), cv::FILLED);
+  return filled;
+}
+
+// Fraction of the filled outline that is not body: lungs, bowel gas.
+double air_fraction(const cv::Mat& mask, const cv::Mat& filled) {
   const int area = cv::countNonZero(filled);
   return area == 0 ? 0.0 : static_cast<double>(area - cv::countNonZero(mask)) / area;
 }
@@ -235,7 +240,7 @@ double air_fraction(const cv::Mat& labels, int body) {
 // The body: largest connected region of `mask` (HU above threshold_hu, or an export's gray above its threshold).
 Body measure_body(const cv::Mat& mask, const BodyCrop& crop) {
   const cv::Rect whole(0, 0, mask.cols, mask.rows);
-  if (!crop.enabled) return {whole};
+  if (!crop.enabled) return {whole, 0.0, {}};
   cv::Mat labels;
   cv::Mat stats;
   cv::Mat centroids;
@@ -244,7 +249,8 @@ Body measure_body(const cv::Mat& mask, const BodyCrop& crop) {
   for (int i = 1; i < n; ++i) {
     if (best == 0 || stats.at<int>(i, cv::CC_STAT_AREA) > stats.at<int>(best, cv::CC_STAT_AREA)) best = i;
   }
-  if (best == 0 || stats.at<int>(best, cv::CC_STAT_AREA) < static_cast<int>(mask.total() / 100)) return {whole};
+  if (best == 0 || stats.at<int>(best, cv::CC_STAT_AREA) < static_cast<int>(mask.total() / 100))
+    return {whole, 0.0, {}};
   const int x = stats.at<int>(best, cv::CC_STAT_LEFT);
   const int y = stats.at<int>(best, cv::CC_STAT_TOP);
   const int w = stats.at<int>(best, cv::CC_STAT_WIDTH);
@@ -253,7 +259,10 @@ Body measure_body(const cv::Mat& mask, const BodyCrop& crop) {
   const auto side = static_cast<int>(std::floor(std::max(w, h) * (1.0 + 2.0 * crop.margin) + 0.5));
   const auto x0 = static_cast<int>(std::floor(x + w / 2.0 - side / 2.0 + 0.5));
   const auto y0 = static_cast<int>(std::floor(y + h / 2.0 - side / 2.0 + 0.5));
-  return {{x0, y0, side, side}, air_fraction(labels, best)};
+  const cv::Mat region = labels == best;
+  cv::Mat filled = filled_outline(region);
+  const double air = air_fraction(region, filled);
+  return {{x0, y0, side, side}, air, std::move(filled)};
 }
 
 cv::Mat crop_square(const cv::Mat& img, const cv::Rect& box) {
@@ -279,6 +288,7 @@ Slice render(cv::Mat display, const cv::Mat& body_mask, const Model& model) {
   const Body body = measure_body(body_mask, p.body_crop);
   slice.crop = body.box;
   slice.body_air = body.air;
+  slice.body = body.filled;
   cv::Mat input = resize_to(crop_square(slice.display, slice.crop), model.input_size);
   auto clahe = cv::createCLAHE(p.clahe_clip, cv::Size(p.clahe_tiles, p.clahe_tiles));
   clahe->apply(input, slice.input);

@@ -173,6 +173,32 @@ TEST_F(EngineInput, TinyAndHugeImagesClassifyWithoutNaN) {
 
 // Found by fuzz_preprocess (fuzz/regressions/fuzz_preprocess/nan-hu-window-u8.bin): NaN and infinite HU values
 // used to reach an undefined float-to-byte cast; UBSan in the asan preset catches a regression.
+TEST_F(EngineInput, TheHeatmapAndItsRegionStayOnThePatient) {
+  if (!model_->preprocessing.body_crop.enabled) GTEST_SKIP() << "the model crops nothing to a body";
+  const ng::Slice slice = ng::load_slices(write_ct(tmp_.path() / "a.dcm", {}), *model_).at(0);
+  ASSERT_EQ(slice.body.size(), slice.display.size());
+  EXPECT_EQ(slice.body.at<uchar>(32, 32), 255);
+  EXPECT_EQ(slice.body.at<uchar>(1, 1), 0);
+  // A CAM whose strongest cell lies in the crop's corner, in the air beside the disc, and a weaker one in the middle.
+  ng::SliceResult result;
+  cv::Mat cam = cv::Mat::zeros(7, 7, CV_32F);
+  cam.at<float>(0, 0) = 5.0F;
+  cam.at<float>(3, 3) = 1.0F;
+  result.cams.assign(model_->classes.size(), cam);
+  const cv::Mat heat = ng::heatmap(slice, result, 0);
+  cv::Mat outside;
+  heat.copyTo(outside, slice.body == 0);
+  EXPECT_EQ(cv::countNonZero(outside), 0) << "no heat outside the body";
+  double peak = 0;
+  cv::Point at;
+  cv::minMaxLoc(heat, nullptr, &peak, nullptr, &at);
+  EXPECT_FLOAT_EQ(static_cast<float>(peak), 1.0F) << "normalised within the body";
+  EXPECT_EQ(slice.body.at<uchar>(at), 255);
+  for (const auto& p : ng::hot_region(heat)) {
+    EXPECT_LT(std::hypot(p.x - 32.0, p.y - 32.0), 64 / 3.0 + 1.5) << "region point " << p << " off the patient";
+  }
+}
+
 TEST_F(EngineInput, NanAndInfiniteHuGiveADefinedImage) {
   cv::Mat hu(64, 64, CV_32F, cv::Scalar(40.0F));
   hu(cv::Rect(0, 0, 32, 64)).setTo(std::numeric_limits<float>::quiet_NaN());

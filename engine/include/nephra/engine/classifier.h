@@ -51,7 +51,8 @@ class Classifier {
   std::unique_ptr<Impl> impl_;
 };
 
-// The heatmap for class `cls`: ReLU(CAM) upsampled onto the slice's crop, normalised to 0..1, full display size.
+// The heatmap for class `cls`: ReLU(CAM) upsampled onto the slice's crop, kept inside the patient's body, normalised
+// to 0..1, full display size.
 cv::Mat heatmap(const Slice& slice, const SliceResult& result, int cls);
 // Where the heatmap points: the outline of the connected area at or above half its peak that holds the peak, in
 // the display's pixel coordinates as DICOM spatial coordinates count them (a pixel's centre at +0.5), closed (the

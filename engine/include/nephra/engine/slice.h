@@ -34,6 +34,7 @@ struct Slice {
   cv::Mat display;               // 8-bit windowed slice at its own size (what a radiologist would see)
   cv::Rect crop;                 // region of `display` that became the network input
   cv::Mat input;                 // model input_size², 8-bit, preprocessed
+  cv::Mat body;                  // the patient at `display`'s size, holes filled (255); empty when not found
   double body_air = 0.0;         // fraction of the body (holes filled) that is air (or below an export's threshold)
   bool outside_abdomen = false;  // axial DICOM slice with body_air above the manifest's max_air_fraction
 };
