@@ -268,6 +268,7 @@ TEST_F(EngineInput, AnExportIsCroppedToTheBodyLikeDicom) {
 // files and chest slices included.
 TEST_F(EngineInput, AStudyIsTheSameWhateverTheChunkSize) {
   std::vector<fs::path> files;
+  files.reserve(7);
   for (int i = 0; i < 7; ++i) {
     files.push_back(write_ct(tmp_.path() / ("s" + std::to_string(i) + ".dcm"), {.lungs = i % 3 == 1}));
   }
