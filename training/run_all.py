@@ -37,7 +37,10 @@ CANDIDATE = {"train": RECIPE["train"] + ["--sampling", "strata", "--render-jitte
 # (counterfactual.py), and 8 % such a slice as it is. (At about 1 % of the samples, v0, the network did not learn the
 # drawn lesions at all: results/oof-counterfactual-v0/.)
 COUNTERFACTUAL = {"train": RECIPE["train"] + ["--counterfactual", "0.08"], "soup_epochs": None}
-RECIPES = {"shipped": RECIPE, "candidate": CANDIDATE, "counterfactual": COUNTERFACTUAL}
+# longer: twice the whole-network schedule (10 epochs at 160 px, 2 at 224 px); version 1 -> 2 gained from training
+# longer, and the last weights of a run beat its early-stopped ones.
+LONGER = {"train": RECIPE["train"] + ["--stage2", "160:10,224:2"], "soup_epochs": None}
+RECIPES = {"shipped": RECIPE, "candidate": CANDIDATE, "counterfactual": COUNTERFACTUAL, "longer": LONGER}
 TINY = {"train": ["--tiny", "40", "--stage1", "160:1", "--stage2", "224:2", "--max-steps", "2", "--bs", "8",
                   "--sampling", "group", "--snapshots", "--patience", "99"],
         "soup_epochs": "1-2"}
