@@ -69,8 +69,8 @@ class ClassifyStep : public StudyStep {
   }
 
   // Where the heatmap points; a heatmap with no positive activation outlines the region the network was shown.
-  static std::vector<cv::Point2f> outline(const engine::Slice& slice, const engine::SliceResult& result, int cls) {
-    auto region = engine::hot_region(engine::heatmap(slice, result, cls));
+  static std::vector<cv::Point2f> outline(const engine::Slice& slice, const cv::Mat& heat) {
+    auto region = engine::hot_region(heat);
     if (!region.empty()) return region;
     const auto c = cv::Rect2f(slice.crop & cv::Rect(0, 0, slice.display.cols, slice.display.rows));
     return {c.tl(), {c.x + c.width, c.y}, c.br(), {c.x, c.y + c.height}, c.tl()};
@@ -92,9 +92,10 @@ class ClassifyStep : public StudyStep {
     for (const auto& f : engine::heatmap_slices(study, clf_.model(), max_heatmaps_)) {
       const auto& rec = study.slices[static_cast<size_t>(f.slice - 1)];
       const engine::Slice slice = engine::reload_slice(rec.source, clf_.model());
-      regions.push_back({f.label, rec.source, outline(slice, rec.result, f.cls)});
+      const cv::Mat heat = engine::heatmap(slice, rec.result, f.cls);
+      regions.push_back({f.label, rec.source, outline(slice, heat)});
       write_sc(slice, rec.result, f.cls, f.label, number, *header.getDataset(), ctx_,
-               staging / ("sc-" + std::to_string(1000 + number) + ".dcm"));
+               staging / ("sc-" + std::to_string(1000 + number) + ".dcm"), heat);
       ++number;
     }
     // Every present finding is outlined at least on its peak slice, even past the heatmap cap: a viewer drawing the
@@ -105,7 +106,8 @@ class ClassifyStep : public StudyStep {
       if (!f.present || outlined || f.peak_slice < 1) continue;
       const auto& rec = study.slices[static_cast<size_t>(f.peak_slice - 1)];
       const engine::Slice slice = engine::reload_slice(rec.source, clf_.model());
-      regions.push_back({f.label, rec.source, outline(slice, rec.result, clf_.model().class_index(f.label))});
+      const int cls = clf_.model().class_index(f.label);
+      regions.push_back({f.label, rec.source, outline(slice, engine::heatmap(slice, rec.result, cls))});
     }
     const auto predecessor = store.previous_sr(round);
     write_sr(study, *header.getDataset(), ctx_, staging / "sr.dcm", predecessor ? &*predecessor : nullptr, regions);

@@ -2,6 +2,8 @@
 // but not SR content. The warning is burned into the pixels because a capture travels without its SR.
 #include <opencv2/imgproc.hpp>
 
+#include <algorithm>
+#include <cmath>
 #include <cstdio>
 
 #include "nephra/pipeline/results.h"
@@ -24,16 +26,17 @@ void draw_line(cv::Mat& rgb, const std::string& line, cv::Point origin, double s
 }
 
 cv::Mat render(const engine::Slice& slice, const engine::SliceResult& result, int cls, const std::string& class_name,
-               const ResultContext& ctx) {
+               const ResultContext& ctx, const cv::Mat& heat) {
   if (slice.display.empty() || slice.display.type() != CV_8UC1) throw ResultError("slice has no 8-bit display image");
   cv::Mat rgb;
-  cv::cvtColor(engine::overlay(slice, engine::heatmap(slice, result, cls)), rgb, cv::COLOR_BGR2RGB);
+  cv::cvtColor(engine::overlay(slice, heat.empty() ? engine::heatmap(slice, result, cls) : heat), rgb,
+               cv::COLOR_BGR2RGB);
 
   // The warning line spans at most 90% of the width; the other lines use the same size.
   int baseline = 0;
   const cv::Size unit = cv::getTextSize(kWarning, cv::FONT_HERSHEY_SIMPLEX, 1.0, 1, &baseline);
   const double scale = std::min(0.9 * rgb.cols / unit.width, rgb.rows / 512.0);
-  const int thickness = std::max(1, static_cast<int>(scale * 1.5 + 0.5));
+  const int thickness = std::max(1, static_cast<int>(std::lround(scale * 1.5)));
   const int step = static_cast<int>(unit.height * scale * 1.8) + 1;
   const int margin = std::max(4, rgb.cols / 64);
 
@@ -111,7 +114,8 @@ void put_image_attributes(DcmItem& ds, const std::string& class_name, int instan
 }  // namespace
 
 void write_sc(const engine::Slice& slice, const engine::SliceResult& result, int cls, const std::string& class_name,
-              int instance_number, DcmItem& source, const ResultContext& ctx, const std::filesystem::path& out) {
+              int instance_number, DcmItem& source, const ResultContext& ctx, const std::filesystem::path& out,
+              const cv::Mat& heat) {
   detail::check_context(ctx);
   if (cls < 0 || static_cast<size_t>(cls) >= result.probabilities.size() ||
       static_cast<size_t>(cls) >= result.cams.size()) {
@@ -121,7 +125,7 @@ void write_sc(const engine::Slice& slice, const engine::SliceResult& result, int
     throw ResultError("slice " + slice.source.label() + " is not a DICOM instance");
   }
   const std::string study_uid = detail::get_string(source, DCM_StudyInstanceUID);
-  const cv::Mat rgb = render(slice, result, cls, class_name, ctx);
+  const cv::Mat rgb = render(slice, result, cls, class_name, ctx, heat);
 
   DcmFileFormat file;
   DcmDataset& ds = *file.getDataset();

@@ -11,6 +11,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <sstream>
+#include <vector>
 
 #include "nephra/engine/model.h"
 #include "nephra/engine/slice.h"
@@ -404,6 +405,23 @@ TEST_F(ResultsTest, ScShowsHeatmapAndWarning) {
   }
   EXPECT_GT(yellow_in_top_band, 200);              // the burned-in warning
   EXPECT_GT(coloured, rgb.rows * rgb.cols / 100);  // the heatmap
+}
+
+TEST_F(ResultsTest, ScWithTheCallersHeatmapIsTheSameImage) {
+  const ng::Slice slice = ng::load_slices(fixtures().at(0), test_model()).at(0);
+  const auto result = slice_result(0.97);
+  np::write_sc(slice, result, 3, "Tumor", 1, source, ctx, tmp.path() / "own.dcm");
+  np::write_sc(slice, result, 3, "Tumor", 1, source, ctx, tmp.path() / "given.dcm", ng::heatmap(slice, result, 3));
+  auto pixels = [&](const char* name) {
+    auto file = load(tmp.path() / name);
+    const Uint8* data = nullptr;
+    unsigned long count = 0;
+    EXPECT_TRUE(file->getDataset()->findAndGetUint8Array(DCM_PixelData, data, &count).good());
+    return std::vector<Uint8>(data, data + count);
+  };
+  const auto own = pixels("own.dcm");
+  EXPECT_FALSE(own.empty());
+  EXPECT_EQ(own, pixels("given.dcm"));
 }
 
 TEST_F(ResultsTest, ScUidsAreDeterministicAndFramesAreReferenced) {

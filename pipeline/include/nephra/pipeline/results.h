@@ -9,6 +9,8 @@
 #include <string_view>
 #include <vector>
 
+#include <opencv2/core.hpp>
+
 #include "nephra/engine/classifier.h"
 #include "nephra/engine/model.h"
 #include "nephra/engine/slice.h"
@@ -74,8 +76,10 @@ void write_sr(const engine::StudyResult& study, DcmItem& source, const ResultCon
               const std::vector<FindingRegion>& regions = {});
 
 // The slice's display image with the class heatmap blended in and "not for diagnostic use" burned in, as an RGB
-// Secondary Capture that references the CT slice it was made from.
+// Secondary Capture that references the CT slice it was made from. `heat`: engine::heatmap(slice, result, cls) when
+// the caller already computed it (for the SR's region), so that it is not computed twice; empty: computed here.
 void write_sc(const engine::Slice& slice, const engine::SliceResult& result, int cls, const std::string& class_name,
-              int instance_number, DcmItem& source, const ResultContext& ctx, const std::filesystem::path& out);
+              int instance_number, DcmItem& source, const ResultContext& ctx, const std::filesystem::path& out,
+              const cv::Mat& heat = cv::Mat());
 
 }  // namespace nephra::pipeline
