@@ -38,9 +38,8 @@ def running_number(relpath):
     return int(m.group(1)) if m else 0
 
 
-def load(oof=OOF, folds=None):
-    """Slices of every available fold (or of `folds` only): (study ids, study class, fold, logits) with each study's
-    slices in order."""
+def read_rows(oof, folds=None):
+    """The rows of every available fold of one folder (or of `folds` only), each study's slices in order."""
     rows = []
     for path in sorted(Path(oof).glob("fold*.csv.gz")):
         if folds is not None and int(path.name[4:-7]) not in folds:
@@ -50,7 +49,19 @@ def load(oof=OOF, folds=None):
     if not rows:
         raise SystemExit(f"no out-of-fold predictions in {oof}: run training/oof.py first")
     rows.sort(key=lambda r: (r["study"], running_number(r["relpath"])))
-    logits = np.array([[float(r[f"logit_{c}"]) for c in CLASSES] for r in rows])
+    return rows
+
+
+def load(oof=OOF, folds=None):
+    """Slices of every available fold (or of `folds` only): (study ids, study class, fold, logits) with each study's
+    slices in order. `oof` may name several folders joined by "+" (oof+oof-longer): their logits are averaged, slice
+    by slice, as an ensemble of those recipes' networks would give."""
+    tables = [read_rows(part, folds) for part in str(oof).split("+")]
+    rows = tables[0]
+    for other in tables[1:]:
+        if [r["relpath"] for r in other] != [r["relpath"] for r in rows]:
+            raise SystemExit(f"{oof}: the folders do not hold the same slices")
+    logits = np.mean([[[float(r[f"logit_{c}"]) for c in CLASSES] for r in t] for t in tables], axis=0)
     y = np.array([CLASSES.index(r["label"]) for r in rows])
     study = np.array([r["study"] for r in rows])
     fold = np.array([int(r["fold"]) for r in rows])
@@ -200,7 +211,8 @@ def main():
                         "slices; short spikes (one or two slices) are what other hospitals' CT shows most")
     p.add_argument("--manifest", default=str(REPO / "models" / "nephra-kidney.json"),
                    help="the shipped manifest: its rule is measured on the same studies for comparison")
-    p.add_argument("--oof", default=str(OOF), help="folder of oof.py's fold*.csv.gz")
+    p.add_argument("--oof", default=str(OOF),
+                   help="folder of oof.py's fold*.csv.gz; A+B averages the logits of two folders (an ensemble)")
     p.add_argument("--out", default=str(HERE / "results"), help="where study_rule.json and study_roc.png go")
     p.add_argument("--write-manifest", action="store_true",
                    help="put the chosen temperature and rule into --manifest (only with all five folds)")
