@@ -4,7 +4,7 @@ probability over w adjacent slices reaches t somewhere in the study (w >= 3, t >
 instead of w adjacent slices each reaching t. Nested over the grouped folds exactly as study_rule.py (temperature
 and (t, w) chosen on the other folds: the highest sensitivity whose false-finding rate on Normal studies is <= 0.02),
 scored on each fold's studies. Prints the pooled counts; writes nothing.
-    /usr/bin/python3 training/smoothing_rule.py training/results/oof
+    /usr/bin/python3 training/smoothing_rule.py [training/results/oof-longer]   # default: the shipped recipe's
 """
 import sys
 from pathlib import Path
@@ -14,7 +14,7 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 from calibrate_ood import fit_temperature, softmax  # noqa: E402
 from paths import CLASSES  # noqa: E402
-from study_rule import FINDINGS, THRESHOLDS, Studies, load  # noqa: E402
+from study_rule import FINDINGS, THRESHOLDS, Studies, load, study_metrics  # noqa: E402
 
 WINDOWS = (3, 4, 6, 8)
 MAX_FFR, MIN_THRESHOLD = 0.02, 0.5
@@ -49,8 +49,12 @@ def choose(peaks, cls, mask):
     return rule
 
 
+def count(rate):
+    return f"{rate['hits']}/{rate['n']}"
+
+
 def main():
-    study, fold, logits, y = load(sys.argv[1] if len(sys.argv) > 1 else "training/results/oof")
+    study, fold, logits, y = load(*sys.argv[1:2])  # default: study_rule.OOF
     st = Studies(study, fold, logits, y)
     present = {c: np.zeros(len(st.ids), bool) for c in FINDINGS}
     for f in sorted(set(fold.tolist())):
@@ -60,13 +64,10 @@ def main():
         held = st.sfold == f
         for c in FINDINGS:
             present[c][held] = (peaks[c][:, rule[c][0]] >= rule[c][1])[held]
-    normal = st.cls == 0
-    found = {c: f"{present[c][st.cls == CLASSES.index(c)].sum()}/{(st.cls == CLASSES.index(c)).sum()}"
-             for c in FINDINGS}
-    any_normal = np.any([present[c][normal] for c in FINDINGS], axis=0).sum()
-    other = {c: int(present[c][(st.cls != CLASSES.index(c)) & ~normal].sum()) for c in FINDINGS}
-    print(f"studies found {found}; a finding on {any_normal}/{normal.sum()} Normal studies; "
-          f"called on studies of another finding {other}")
+    m = study_metrics(present, st.cls, np.random.default_rng(0))
+    print(f"studies found { {c: count(m['sensitivity'][c]) for c in FINDINGS} }; a finding on "
+          f"{count(m['false_finding_rate_normal']['any'])} Normal studies; called on studies of another finding "
+          f"{ {c: count(m['other_finding_rate'][c]) for c in FINDINGS} }")
 
 
 if __name__ == "__main__":
