@@ -23,7 +23,7 @@ namespace nephra::scp {
 class CappedFileStream::Consumer : public DcmConsumer {
  public:
   Consumer(const std::filesystem::path& path, std::uintmax_t cap)
-      : fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640)), cap_(cap) {
+      : fd_(::open(path.c_str(), O_WRONLY | O_CREAT | O_CLOEXEC, 0640)), cap_(cap) {  // a slot exists already
     if (fd_ < 0) fail(errno);
   }
   Consumer(const Consumer&) = delete;
@@ -75,7 +75,7 @@ class CappedFileStream::Consumer : public DcmConsumer {
 
   std::string sync() {
     if (status_.bad()) return error_.empty() ? "not written" : error_;
-    if (::fsync(fd_) != 0) return std::strerror(errno);
+    if (::fdatasync(fd_) != 0) return std::strerror(errno);  // the data and the size that reading them needs
     return "";
   }
 

@@ -10,8 +10,8 @@
 
 namespace nephra::scp {
 
-// An output stream into a new file that stops accepting bytes past `cap`: DCMTK's receive loop then drains the
-// rest of the data set from the network without keeping it, so the sender still gets a status.
+// An output stream into a new file (or an empty slot) that stops accepting bytes past `cap`: DCMTK's receive loop then
+// drains the rest of the data set from the network without keeping it, so the sender still gets a status.
 class CappedFileStream : public DcmOutputStream {
  public:
   CappedFileStream(const std::filesystem::path& path, std::uintmax_t cap);
@@ -23,7 +23,7 @@ class CappedFileStream : public DcmOutputStream {
   [[nodiscard]] std::uintmax_t written() const;
   // Why the file could not be written ("" when it could, or when only the cap stopped it).
   [[nodiscard]] std::string error() const;
-  // fsync through the descriptor that wrote the file: "" once its data are durable, or why not.
+  // fdatasync through the descriptor that wrote the file: "" once its data are durable, or why not.
   [[nodiscard]] std::string sync();
 
  private:

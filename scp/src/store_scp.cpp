@@ -5,8 +5,10 @@
 
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <dcmtk/dcmnet/diutil.h>
+#include <dcmtk/ofstd/ofstd.h>
 #include <spdlog/spdlog.h>
 
 #include <arpa/inet.h>
@@ -172,7 +174,16 @@ OFCondition StoreScp::receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentatio
   OFString transfer_syntax;
   findPresentationContext(presInfo.presentationContextID, abstract_syntax, transfer_syntax);
   const auto cap = static_cast<std::uintmax_t>(cfg_->node.max_instance_mb * kMiB);
-  const std::filesystem::path tmp = spool_.new_tmp_path();
+  std::filesystem::path tmp;
+  store::Written written = store::Written::kSyncedSlot;
+  try {
+    tmp = spool_.take_slot();
+  } catch (const std::exception& err) {
+    spdlog::warn("SPOOL_SLOT_UNAVAILABLE calling_ae={} reason=\"{}\" note=\"receiving into a temporary file\"",
+                 calling_ae, err.what());
+    tmp = spool_.new_tmp_path();
+    written = store::Written::kSynced;
+  }
   std::uintmax_t data_set_offset = 0;
   OFCondition cond = EC_Normal;
   Uint16 status = 0;
@@ -210,7 +221,7 @@ OFCondition StoreScp::receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentatio
   }
   if (status == 0) {
     const auto started = std::chrono::steady_clock::now();
-    status = ingest(req, {calling_ae, tmp, data_set_offset, transfer_syntax.c_str(), cap});
+    status = ingest(req, {calling_ae, tmp, data_set_offset, transfer_syntax.c_str(), cap, written});
     stats_.store_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   }
   if (status != STATUS_Success) {  // a stored file has moved into its study
@@ -218,6 +229,46 @@ OFCondition StoreScp::receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentatio
     std::filesystem::remove(tmp, ec);
   }
   return sendSTOREResponse(presInfo.presentationContextID, req, status);
+}
+
+bool StoreScp::recover(const std::filesystem::path& slot) {
+  DcmFileFormat whole;
+  const OFCondition cond = whole.loadFile(slot.c_str());
+  DcmMetaInfo& meta = *whole.getMetaInfo();
+  OFString calling_ae;
+  OFString transfer_syntax;
+  OFString sop_class;
+  OFString sop_instance;
+  Uint32 meta_length = 0;
+  meta.findAndGetOFString(DCM_SourceApplicationEntityTitle, calling_ae);
+  meta.findAndGetOFString(DCM_TransferSyntaxUID, transfer_syntax);
+  meta.findAndGetOFString(DCM_MediaStorageSOPClassUID, sop_class);
+  meta.findAndGetOFString(DCM_MediaStorageSOPInstanceUID, sop_instance);
+  meta.findAndGetUint32(DCM_FileMetaInformationGroupLength, meta_length);
+  // What a crash cuts short ends before its pixel data do, or has no pixel data at all.
+  if (cond.bad() || !whole.getDataset()->tagExists(DCM_PixelData) || sop_instance.empty()) {
+    std::error_code ec;
+    std::filesystem::remove(slot, ec);
+    spdlog::warn(
+        "SPOOL_SLOT_DISCARDED slot={} reason=not_a_whole_instance detail=\"{}\" "
+        "note=\"cut short while being received: never acknowledged, the sender sends it again\"",
+        slot.filename().string(), cond.bad() ? cond.text() : "no pixel data");
+    return false;
+  }
+  T_DIMSE_C_StoreRQ req{};
+  OFStandard::strlcpy(req.AffectedSOPClassUID, sop_class.c_str(), sizeof(req.AffectedSOPClassUID));
+  OFStandard::strlcpy(req.AffectedSOPInstanceUID, sop_instance.c_str(), sizeof(req.AffectedSOPInstanceUID));
+  constexpr std::uintmax_t kPreambleAndGroupLength = 128 + 4 + 12;  // preamble, "DICM", (0002,0000) UL
+  const auto cap = static_cast<std::uintmax_t>(cfg_->node.max_instance_mb * kMiB);
+  const Uint16 status = ingest(req, {trim(calling_ae.c_str()), slot, kPreambleAndGroupLength + meta_length,
+                                     transfer_syntax.c_str(), cap, store::Written::kNotSynced});
+  if (status != STATUS_Success) {
+    std::error_code ec;
+    std::filesystem::remove(slot, ec);
+  }
+  spdlog::info("SPOOL_SLOT_RECOVERED slot={} calling_ae={} status=0x{:04X}", slot.filename().string(),
+               trim(calling_ae.c_str()), status);
+  return status == STATUS_Success;
 }
 
 Uint16 StoreScp::too_large(const std::string& calling_ae, const char* what, double size_mb) {
@@ -298,7 +349,7 @@ Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, const Received& in) {
   }
   try {
     const StoreResult result =
-        spool_.store_file(info, file, static_cast<size_t>(cfg_->study.max_instances), store::Written::kSynced);
+        spool_.store_file(info, file, static_cast<size_t>(cfg_->study.max_instances), in.written);
     ++stored_;
     stats_.instances_stored.inc();
     sink_.on_stored(info, result);

@@ -19,6 +19,9 @@ class StoreScp : public DcmThreadSCP {
   StoreScp(std::shared_ptr<const config::Config> cfg, store::RoundStore& spool, InstanceSink& sink, ScpStats& stats);
   // Serves one association to its end (DcmThreadSCP::run), keeping it at hand for streaming receives.
   OFCondition serve(T_ASC_Association* assoc);
+  // A slot a crash left holding data (RoundStore::take_filled_slots): stored as its receive would have stored
+  // it, or removed when it is not a whole instance (then it was never acknowledged). True when stored.
+  bool recover(const std::filesystem::path& slot);
 
  protected:
   OFCondition handleIncomingCommand(T_DIMSE_Message* incomingMsg, const DcmPresentationContextInfo& presInfo) override;
@@ -44,6 +47,7 @@ class StoreScp : public DcmThreadSCP {
     std::uintmax_t data_set_offset = 0;  // where the data set starts, after the meta header
     std::string transfer_syntax_uid;
     std::uintmax_t cap = 0;  // node.max_instance_mb in bytes, as the receive applied it
+    store::Written written = store::Written::kSyncedSlot;
   };
 
   OFCondition receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentationContextInfo& presInfo);

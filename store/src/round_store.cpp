@@ -1,16 +1,20 @@
 #include "nephra/store/round_store.h"
 
+#include <fcntl.h>
 #include <openssl/evp.h>
 #include <unistd.h>
 
 #include <algorithm>
 #include <atomic>
+#include <cerrno>
 #include <chrono>
+#include <cstring>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
 #include <sstream>
 #include <tuple>
+#include <utility>
 
 namespace fs = std::filesystem;
 
@@ -25,6 +29,9 @@ constexpr const char* kRounds = "rounds";
 constexpr const char* kOut = "out";
 constexpr const char* kStaging = "out.partial";
 constexpr const char* kSent = "sent";
+constexpr const char* kIncoming = "incoming";
+// Slots made per sync of incoming/: the sync is shared by this many instances.
+constexpr int kSlotBatch = 32;
 
 constexpr RoundState kAllStates[] = {RoundState::kSealed,       RoundState::kClassified,  RoundState::kDone,
                                      RoundState::kDeadLettered, RoundState::kQuarantined, RoundState::kSuperseded};
@@ -198,6 +205,16 @@ RoundStore::RoundStore(fs::path root) : root_(std::move(root)) {
   fs::create_directories(root_ / "studies");
   fs::create_directories(root_ / "tmp");
   for (const auto& entry : fs::directory_iterator(root_ / "tmp")) fs::remove_all(entry.path());
+  fs::create_directories(root_ / kIncoming);
+  for (const auto& entry : fs::directory_iterator(root_ / kIncoming)) {
+    std::error_code ec;
+    if (entry.is_regular_file(ec) && entry.file_size(ec) > 0) {
+      filled_slots_.push_back(entry.path());
+    } else {
+      fs::remove_all(entry.path(), ec);
+    }
+  }
+  std::sort(filled_slots_.begin(), filled_slots_.end());
   io::fsync_path(root_);
   migrate_legacy_rounds();
 }
@@ -216,6 +233,45 @@ fs::path RoundStore::new_tmp_path() {
   std::ostringstream name;
   name << ::getpid() << '-' << counter.fetch_add(1) << ".part";
   return root_ / "tmp" / name.str();
+}
+
+fs::path RoundStore::take_slot() {
+  const std::lock_guard guard(slots_mutex_);
+  if (free_slots_.empty()) refill_slots();
+  fs::path slot = std::move(free_slots_.back());
+  free_slots_.pop_back();
+  return slot;
+}
+
+// Holds slots_mutex_.
+void RoundStore::refill_slots() {
+  static std::atomic<unsigned long> counter{0};
+  for (int i = 0; i < kSlotBatch; ++i) {
+    const fs::path slot = root_ / kIncoming / (std::to_string(::getpid()) + '-' + std::to_string(counter++) + ".slot");
+    const int fd = ::open(slot.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    if (fd < 0) {
+      const int err = errno;
+      throw IoError("create slot " + slot.filename().string() + ": " + std::strerror(err), err);
+    }
+    ::close(fd);
+    free_slots_.push_back(slot);
+  }
+  // A slot that moved into a study is durable under its new name only once that folder is synced: sync those
+  // first, or this sync could make the old name's removal durable before the new name is.
+  for (const auto& folder : unsynced_folders_) {
+    try {
+      io::fsync_path(folder);
+    } catch (const IoError& err) {
+      if (err.error_number() != ENOENT) throw;  // sealed meanwhile: the seal synced where its files went
+    }
+  }
+  unsynced_folders_.clear();
+  io::fsync_path(root_ / kIncoming);
+}
+
+std::vector<fs::path> RoundStore::take_filled_slots() {
+  const std::lock_guard guard(slots_mutex_);
+  return std::exchange(filled_slots_, {});
 }
 
 void RoundStore::write_atomic(const fs::path& dest, const std::string& content) {
@@ -286,8 +342,14 @@ StoreResult RoundStore::store_file(const InstanceInfo& info, const fs::path& tmp
       throw StudyFullError("the study already holds " + std::to_string(open_count) + " instances (limit " +
                            std::to_string(max_open) + ")");
     }
-    io::rename_into(tmp, open_dir / (sop + ".dcm"));
-    io::fsync_path(open_dir);
+    if (state == Written::kSyncedSlot) {
+      const std::lock_guard slots(slots_mutex_);  // see refill_slots
+      io::rename_into(tmp, open_dir / (sop + ".dcm"));
+      unsynced_folders_.insert(open_dir);
+    } else {
+      io::rename_into(tmp, open_dir / (sop + ".dcm"));
+      io::fsync_path(open_dir);
+    }
     ++open_count;
   } catch (...) {
     std::error_code ec;

@@ -1,6 +1,7 @@
 // Ingest against real DCMTK peers on loopback: storescu, echoscu, and a raw client for hostile bytes.
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcmetinf.h>
 #include <gtest/gtest.h>
 #include <signal.h>
 
@@ -235,6 +236,53 @@ TEST_F(Ingest, KillDashNineLosesNoAcknowledgedInstance) {
   std::string left;
   for (const auto& f : fs::directory_iterator(node.spool() / "tmp")) left += f.path().filename().string() + " ";
   EXPECT_TRUE(left.empty()) << "left in spool/tmp: " << left;
+}
+
+// A power cut after an instance's data were synced in its slot but before the study folder it moved into was:
+// the instance is found in its slot at the next start and joins its study; a slot cut short while its data set
+// was arriving (never acknowledged) is removed.
+TEST_F(Ingest, InstancesLeftInTheirSlotsByACrashJoinTheirStudyAtTheNextStart) {
+  nephra::test::NodeOptions options;
+  options.stable_seconds = 1.0;
+  TestNode node(work.path(), options);
+  const fs::path incoming = node.spool() / "incoming";
+  fs::create_directories(incoming);
+  int n = 0;
+  for (const auto& entry : fs::directory_iterator(series)) {
+    if (entry.path().extension() != ".dcm") continue;
+    DcmFileFormat file;
+    ASSERT_TRUE(file.loadFile(entry.path().c_str()).good()) << entry.path();
+    DcmMetaInfo& meta = *file.getMetaInfo();
+    meta.putAndInsertString(DCM_SourceApplicationEntityTitle, "STORESCU");  // what a receive writes
+    meta.computeGroupLengthAndPadding(EGL_withGL, EPD_noChange, EXS_LittleEndianExplicit, EET_ExplicitLength);
+    const fs::path slot = incoming / ("1-" + std::to_string(n++) + ".slot");
+    ASSERT_TRUE(file.saveFile(slot.c_str(), EXS_Unknown, EET_ExplicitLength, EGL_noChange, EPD_noChange, 0, 0,
+                              EWM_dontUpdateMeta)
+                    .good());
+  }
+  const fs::path whole = incoming / "1-0.slot";
+  const fs::path cut = incoming / "1-999.slot";
+  fs::copy_file(whole, cut);
+  fs::resize_file(cut, fs::file_size(whole) / 2);
+
+  node.start();
+  ASSERT_TRUE(node.wait_for_manifests(1));
+  const auto manifests = node.manifests();
+  ASSERT_EQ(manifests.size(), 1U);
+  EXPECT_EQ(manifests[0]["instances"], series_size) << "every whole instance, none twice";
+  EXPECT_EQ(manifests[0]["calling_ae"], "STORESCU");
+  const std::string log = node.log();
+  size_t recovered = 0;
+  for (auto pos = log.find("SPOOL_SLOT_RECOVERED"); pos != std::string::npos;
+       pos = log.find("SPOOL_SLOT_RECOVERED", pos + 1)) {
+    ++recovered;
+  }
+  EXPECT_EQ(recovered, series_size);
+  EXPECT_NE(log.find("SPOOL_SLOT_DISCARDED slot=1-999.slot reason=not_a_whole_instance"), std::string::npos) << log;
+  for (const auto& entry : fs::directory_iterator(incoming)) {
+    EXPECT_EQ(fs::file_size(entry.path()), 0U) << entry.path() << " is left holding data";
+  }
+  node.stop();
 }
 
 TEST_F(Ingest, FullDiskAnswersOutOfResourcesAndKeepsRunning) {

@@ -3,6 +3,7 @@
 #include <gtest/gtest.h>
 
 #include <fstream>
+#include <set>
 
 #include "process.h"
 
@@ -379,4 +380,33 @@ TEST(RoundStore, RecentListsRoundsNewestFirstWithTheirFindingsAndKeepsThemOverAR
   ASSERT_EQ(recent.size(), 2U);
   EXPECT_EQ(recent[0].record.findings, "AI: suspected kidney cyst");
   EXPECT_EQ(recent[0].calling_ae, "SENDER");
+}
+
+TEST(RoundStore, SlotsAreEmptyDurableFilesAndOnlyFilledOnesAreHandedBackAtTheNextStart) {
+  nephra::test::TempDir dir;
+  fs::path kept;
+  fs::path left_empty;
+  {
+    RoundStore store(dir.path());
+    EXPECT_TRUE(store.take_filled_slots().empty());
+    const fs::path slot = store.take_slot();
+    EXPECT_EQ(slot.parent_path(), dir.path() / "incoming");
+    EXPECT_TRUE(fs::exists(slot));
+    EXPECT_EQ(fs::file_size(slot), 0U);
+    std::ofstream(slot) << "an instance";
+    const auto stored = store.store_file(instance("1.2.3.4.5"), slot, 0, nephra::store::Written::kSyncedSlot);
+    EXPECT_FALSE(fs::exists(slot));
+    EXPECT_EQ(files_in(store.study_dir(stored.study_key) / "open"), 1U);
+    kept = store.take_slot();  // a crash after its data were synced, before it moved into its study
+    std::ofstream(kept) << "another";
+    left_empty = store.take_slot();  // a crash before any byte arrived
+    std::set<fs::path> distinct{slot, kept, left_empty};
+    for (int i = 0; i < 40; ++i) distinct.insert(store.take_slot());  // past one batch of slots
+    EXPECT_EQ(distinct.size(), 43U);
+  }
+  RoundStore again(dir.path());
+  EXPECT_EQ(again.take_filled_slots(), std::vector<fs::path>{kept});
+  EXPECT_TRUE(again.take_filled_slots().empty());  // handed out once
+  EXPECT_FALSE(fs::exists(left_empty));
+  EXPECT_EQ(files_in(dir.path() / "incoming"), 1U);
 }

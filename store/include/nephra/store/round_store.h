@@ -4,6 +4,8 @@
 //
 // Layout (all names are hashes; raw UIDs never reach the file system):
 //   tmp/                               partial writes, removed at start
+//   incoming/                          slots: empty files whose names are durable, each taken by one C-STORE;
+//                                      one a crash left holding data is checked and stored again at start
 //   studies/<key>/study.json           calling AE and Study Instance UID of this study
 //   studies/<key>/open/<sop>.dcm       instances received since the last round was sealed
 //   studies/<key>/instances/<sop>.dcm  every instance of the study sealed so far
@@ -23,6 +25,7 @@
 #include <memory>
 #include <mutex>
 #include <optional>
+#include <set>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -58,7 +61,13 @@ struct StudyRound {
 };
 
 // Whether a file handed to the store is durable already.
-enum class Written { kNotSynced, kSynced };
+enum class Written {
+  kNotSynced,
+  kSynced,  // its data, through the writer's own descriptor
+  // A slot from take_slot(), its data synced: its name in incoming/ is durable too, so the instance is safe
+  // before the study folder it moves into is synced (a crash leaves it in its slot, found again at start).
+  kSyncedSlot,
+};
 
 enum class RoundState { kSealed, kClassified, kDone, kDeadLettered, kQuarantined, kSuperseded };
 std::string_view to_string(RoundState state);
@@ -168,6 +177,12 @@ class RoundStore {
                          Written state = Written::kNotSynced);
   // A fresh temporary path on the store's file system, for a writer that streams into it.
   std::filesystem::path new_tmp_path();
+  // An empty file in incoming/ whose name is already durable, for a writer that streams an instance into it and
+  // syncs its data (Written::kSyncedSlot): one journal commit per instance instead of two. Throws IoError.
+  std::filesystem::path take_slot();
+  // Slots a crash left holding data, found at start (handed out once): each is an instance to check and store
+  // again (store_file) or to remove; until then they stay where they are.
+  std::vector<std::filesystem::path> take_filled_slots();
 
   // Space available to us on the store's file system (0 when it cannot be read).
   [[nodiscard]] std::uintmax_t free_bytes() const;
@@ -226,6 +241,10 @@ class RoundStore {
   std::mutex locks_mutex_;
   std::map<std::string, std::shared_ptr<std::mutex>> study_locks_;
   std::map<std::string, size_t> open_counts_;  // guarded by the study's lock; counted on first use
+  std::mutex slots_mutex_;
+  std::vector<std::filesystem::path> free_slots_;     // guarded by slots_mutex_
+  std::set<std::filesystem::path> unsynced_folders_;  // open/ folders a slot moved into since incoming/ was synced
+  std::vector<std::filesystem::path> filled_slots_;   // found at start; guarded by slots_mutex_
   mutable std::mutex recent_mutex_;
   mutable std::map<std::pair<std::string, int>, RoundView> recent_;  // by (study key, round)
 
@@ -233,6 +252,7 @@ class RoundStore {
   size_t& open_count_of(const std::string& study_key, const std::filesystem::path& open_dir);
   // Whether the study already received this instance (open, sealed, or listed by a round after its CT was removed).
   [[nodiscard]] bool holds(const std::string& study_key, const std::string& sop_hash) const;
+  void refill_slots();
   void ensure_study_dir(const InstanceInfo& info, const std::string& key);
   void write_atomic(const std::filesystem::path& dest, const std::string& content);
   void write_record(const StudyRound& round, const RoundRecord& record);
