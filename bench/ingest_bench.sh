@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Instances per second received: nephrad (fsync + rename + directory fsync before every ack) against DCMTK's
+# Instances per second received: nephrad (its data synced, and durably named, before every ack) against DCMTK's
 # storescp (TCP_NODELAY set, no fsync), Orthanc (as an archive would receive them) and the disk's own
 # durable-write rate for the same files (write a temporary file, fsync, rename into the folder, fsync the folder:
 # what nephrad must do per instance, with no network and no DICOM), same disk, same sender, same run.
@@ -68,9 +68,14 @@ ae_title = "BENCH"
 host = "127.0.0.1"
 port = 1
 TOML
-  "$build/app/nephrad" --config "$work/nephra.toml" >/dev/null 2>&1 &
-  local pid=$!; sleep 0.5
-  local s; s=$(send NEPHRA); kill "$pid"; wait "$pid" 2>/dev/null || true
+  "$build/app/nephrad" --config "$work/nephra.toml" >"$work/nephrad.log" 2>&1 &
+  local pid=$!
+  until echoscu -aet BENCH -aec NEPHRA 127.0.0.1 "$port" >/dev/null 2>&1; do sleep 0.1; done
+  local s; s=$(send NEPHRA)
+  kill -0 "$pid" || { echo "nephrad died: $(tail -3 "$work/nephrad.log")" >&2; exit 1; }
+  kill "$pid"; wait "$pid" 2>/dev/null || true
+  local stored; stored=$(find "$work/spool/studies" -name '*.dcm' | wc -l)
+  [ "$stored" = "$n" ] || { echo "nephrad stored $stored of $n instances" >&2; exit 1; }
   echo "$s"
 }
 
@@ -89,25 +94,35 @@ JSON
   echo "$s"
 }
 
-run_disk() {  # prints seconds to write every file durably, one after the other
+# Prints seconds to write every file durably, one after the other. MODE "rename": write a new temporary file,
+# fsync, rename into the folder, fsync the folder (two journal commits per file). MODE "slot": write into an
+# empty file whose name was made durable beforehand (not timed), fdatasync, rename into the folder without
+# syncing it (one commit per file: the node's protocol, less the node's own slot making).
+run_disk() {
   rm -rf "$work/disk" && mkdir -p "$work/disk/tmp" "$work/disk/open"
-  /usr/bin/python3 - "$work/in" "$work/disk" "$senders" <<'PY'
+  /usr/bin/python3 - "$work/in" "$work/disk" "$senders" "${1:-rename}" <<'PY'
 import os, sys, threading, time
-src, dst, writers = sys.argv[1], sys.argv[2], int(sys.argv[3])
+src, dst, writers, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 files = sorted(os.path.join(d, f) for d, _, fs in os.walk(src) for f in fs if f.endswith(".dcm"))
 data = [open(f, "rb").read() for f in files]  # read first: only the writes are timed
+if mode == "slot":
+    for i in range(len(data)):
+        os.close(os.open(os.path.join(dst, "tmp", "%d.part" % i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
+    os.sync()
 def write(w):  # one writer: every writers-th file, each into the folder of its writer
     folder_path = os.path.join(dst, "open", str(w))
     os.makedirs(folder_path)
     folder = os.open(folder_path, os.O_RDONLY | os.O_DIRECTORY)
     for i in range(w, len(data), writers):
         tmp = os.path.join(dst, "tmp", "%d.part" % i)
-        fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640)
+        fd = os.open(tmp, os.O_WRONLY | (0 if mode == "slot" else os.O_CREAT | os.O_EXCL), 0o640)
         os.write(fd, data[i])
-        os.fsync(fd)  # releases the GIL: the writers' fsyncs overlap as the node's associations' do
+        # releases the GIL: the writers' syncs overlap as the node's associations' do
+        (os.fdatasync if mode == "slot" else os.fsync)(fd)
         os.close(fd)
         os.rename(tmp, os.path.join(folder_path, "%d.dcm" % i))
-        os.fsync(folder)
+        if mode != "slot":
+            os.fsync(folder)
 t0 = time.monotonic()
 threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
 for t in threads: t.start()
@@ -119,14 +134,16 @@ PY
 echo "instances=$n ($(( $(du -sk "$work/in" | cut -f1) / n )) KB each) repeats=$repeats senders=$senders storescu association(s) at once, TCP_NODELAY=1"
 have_orthanc=0
 command -v Orthanc >/dev/null && have_orthanc=1
-printf "%-4s %-8s %-11s %-10s %-10s %-13s %-17s %-16s\n" run disk/s storescp/s orthanc/s nephrad/s nephrad/disk \
-  nephrad/storescp nephrad/orthanc
+printf "%-4s %-8s %-13s %-11s %-10s %-10s %-13s %-18s %-17s %-16s\n" run disk/s disk-slot/s storescp/s orthanc/s \
+  nephrad/s nephrad/disk nephrad/disk-slot nephrad/storescp nephrad/orthanc
 for r in $(seq 1 "$repeats"); do
-  d=$(run_disk); a=$(run_storescp); b=$(run_nephrad)
+  d=$(run_disk rename); ds=$(run_disk slot); a=$(run_storescp); b=$(run_nephrad)
   o=""
   [ "$have_orthanc" = 1 ] && o=$(run_orthanc)
-  printf "%-4s %-8.0f %-11.0f %-10s %-10.0f %-13.2f %-17.2f %-16s\n" "$r" "$(echo "$n / $d" | bc -l)" \
-    "$(echo "$n / $a" | bc -l)" "${o:+$(echo "$n / $o" | bc -l | xargs printf '%.0f')}" "$(echo "$n / $b" | bc -l)" \
-    "$(echo "$d / $b" | bc -l)" "$(echo "$a / $b" | bc -l)" "${o:+$(echo "$o / $b" | bc -l | xargs printf '%.2f')}"
+  printf "%-4s %-8.0f %-13.0f %-11.0f %-10s %-10.0f %-13.2f %-18.2f %-17.2f %-16s\n" "$r" "$(echo "$n / $d" | bc -l)" \
+    "$(echo "$n / $ds" | bc -l)" "$(echo "$n / $a" | bc -l)" \
+    "${o:+$(echo "$n / $o" | bc -l | xargs printf '%.0f')}" "$(echo "$n / $b" | bc -l)" \
+    "$(echo "$d / $b" | bc -l)" "$(echo "$ds / $b" | bc -l)" "$(echo "$a / $b" | bc -l)" \
+    "${o:+$(echo "$o / $b" | bc -l | xargs printf '%.2f')}"
 done
 [ "$have_orthanc" = 1 ] || echo "(Orthanc not installed: its column is empty)"

@@ -49,20 +49,17 @@ class CappedFileStream::Consumer : public DcmConsumer {
       return 0;
     }
     const auto* p = static_cast<const char*>(buf);
-    size_t left = len;
-    while (left > 0) {
-      const ssize_t n = ::write(fd_, p, left);
-      if (n < 0 && errno == EINTR) continue;
-      if (n <= 0) {
-        fail(n < 0 ? errno : ENOSPC);
-        return static_cast<offile_off_t>(len - left);
-      }
-      p += n;
-      left -= static_cast<size_t>(n);
-    }
     written_ += len;
-    // Start writing back what has arrived while the rest is still on the wire, so that the fsync before the
-    // acknowledgement waits for the tail only (sync_file_range makes nothing durable: the fsync still does).
+    // The meta header comes as dozens of writes of a few bytes: gathered, they cost one system call.
+    if (len < kGatherBytes) {
+      pending_.insert(pending_.end(), p, p + len);
+      if (pending_.size() < kGatherBytes) return buflen;
+      if (!write_pending()) return 0;
+    } else if (!write_pending() || !write_all(p, len)) {
+      return 0;
+    }
+    // Start writing back what has arrived while the rest is still on the wire, so that the sync before the
+    // acknowledgement waits for the tail only (sync_file_range makes nothing durable: the sync still does).
     if (written_ - kicked_ >= kWritebackBytes) {
       ::sync_file_range(fd_, static_cast<off_t>(kicked_), static_cast<off_t>(written_ - kicked_),
                         SYNC_FILE_RANGE_WRITE);
@@ -73,7 +70,17 @@ class CappedFileStream::Consumer : public DcmConsumer {
 
   void flush() override {}
 
+  std::string finish() {
+    if (status_.good() && write_pending() && written_ > kicked_) {
+      ::sync_file_range(fd_, static_cast<off_t>(kicked_), static_cast<off_t>(written_ - kicked_),
+                        SYNC_FILE_RANGE_WRITE);
+      kicked_ = written_;
+    }
+    return status_.good() ? "" : error_;
+  }
+
   std::string sync() {
+    if (status_.good()) write_pending();
     if (status_.bad()) return error_.empty() ? "not written" : error_;
     if (::fdatasync(fd_) != 0) return std::strerror(errno);  // the data and the size that reading them needs
     return "";
@@ -84,18 +91,40 @@ class CappedFileStream::Consumer : public DcmConsumer {
   [[nodiscard]] const std::string& error() const { return error_; }
 
  private:
+  bool write_all(const char* p, size_t left) {
+    while (left > 0) {
+      const ssize_t n = ::write(fd_, p, left);
+      if (n < 0 && errno == EINTR) continue;
+      if (n <= 0) {
+        fail(n < 0 ? errno : ENOSPC);
+        return false;
+      }
+      p += n;
+      left -= static_cast<size_t>(n);
+    }
+    return true;
+  }
+
+  bool write_pending() {
+    const bool ok = write_all(pending_.data(), pending_.size());
+    pending_.clear();
+    return ok;
+  }
+
   void fail(int err) {
     error_ = std::strerror(err);
     status_ = makeOFCondition(OFM_dcmdata, 18, OF_error, error_.c_str());
   }
 
   static constexpr std::uintmax_t kWritebackBytes = 256U * 1024U;
+  static constexpr std::uintmax_t kGatherBytes = 4096;
   int fd_;
   std::uintmax_t cap_;
   std::uintmax_t written_ = 0;
   std::uintmax_t kicked_ = 0;
   bool over_ = false;
   std::string error_;
+  std::vector<char> pending_;  // small writes not yet passed to the file
   OFCondition status_ = EC_Normal;
 };
 
@@ -110,6 +139,7 @@ CappedFileStream::~CappedFileStream() = default;
 bool CappedFileStream::over_cap() const { return consumer_->over(); }
 std::uintmax_t CappedFileStream::written() const { return consumer_->written(); }
 std::string CappedFileStream::error() const { return consumer_->over() ? "" : consumer_->error(); }
+std::string CappedFileStream::finish() { return consumer_->finish(); }
 std::string CappedFileStream::sync() { return consumer_->sync(); }
 
 OFCondition write_meta_header(DcmOutputStream& out, const std::string& sop_class_uid,

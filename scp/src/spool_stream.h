@@ -23,6 +23,9 @@ class CappedFileStream : public DcmOutputStream {
   [[nodiscard]] std::uintmax_t written() const;
   // Why the file could not be written ("" when it could, or when only the cap stopped it).
   [[nodiscard]] std::string error() const;
+  // Writes what is still gathered and starts writing back what is not yet on its way to the disk, without
+  // waiting: "" or why the file could not be written.
+  [[nodiscard]] std::string finish();
   // fdatasync through the descriptor that wrote the file: "" once its data are durable, or why not.
   [[nodiscard]] std::string sync();
 

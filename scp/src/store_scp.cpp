@@ -184,31 +184,28 @@ OFCondition StoreScp::receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentatio
     tmp = spool_.new_tmp_path();
     written = store::Written::kSynced;
   }
-  std::uintmax_t data_set_offset = 0;
-  OFCondition cond = EC_Normal;
   Uint16 status = 0;
-  {
-    CappedFileStream file(tmp, cap + 4096);  // room for the meta header
-    cond = write_meta_header(file, req.AffectedSOPClassUID, req.AffectedSOPInstanceUID, transfer_syntax.c_str(),
-                             calling_ae);
-    data_set_offset = file.written();
-    T_ASC_PresentationContextID pres_id = presInfo.presentationContextID;
-    if (cond.good()) {
-      cond = DIMSE_receiveDataSetInFile(assoc_, getDIMSEBlockingMode(), static_cast<int>(getDIMSETimeout()), &pres_id,
-                                        &file, nullptr, nullptr);
-    } else {
-      cond = DIMSE_ignoreDataSet(assoc_, getDIMSEBlockingMode(), static_cast<int>(getDIMSETimeout()), nullptr, nullptr);
-    }
-    std::string write_error = file.error();
-    if (!file.over_cap() && write_error.empty() && cond.good()) write_error = file.sync();  // durable before the ack
-    if (file.over_cap()) {
-      status = too_large(calling_ae, "size_mb", static_cast<double>(file.written()) / kMiB);
-    } else if (!write_error.empty()) {
-      stats_.rejected_spool_failure.inc();
-      spdlog::error("SPOOL_WRITE_FAILED calling_ae={} status=0x{:04X} reason=\"{}\"", calling_ae, kOutOfResources,
-                    write_error);
-      status = kOutOfResources;
-    }
+  CappedFileStream file(tmp, cap + 4096);  // room for the meta header
+  OFCondition cond =
+      write_meta_header(file, req.AffectedSOPClassUID, req.AffectedSOPInstanceUID, transfer_syntax.c_str(), calling_ae);
+  const std::uintmax_t data_set_offset = file.written();
+  T_ASC_PresentationContextID pres_id = presInfo.presentationContextID;
+  if (cond.good()) {
+    cond = DIMSE_receiveDataSetInFile(assoc_, getDIMSEBlockingMode(), static_cast<int>(getDIMSETimeout()), &pres_id,
+                                      &file, nullptr, nullptr);
+  } else {
+    cond = DIMSE_ignoreDataSet(assoc_, getDIMSEBlockingMode(), static_cast<int>(getDIMSETimeout()), nullptr, nullptr);
+  }
+  std::string write_error = file.error();
+  // Writeback of the tail starts now and runs while the header is checked; the sync comes after the checks.
+  if (!file.over_cap() && write_error.empty() && cond.good()) write_error = file.finish();
+  if (file.over_cap()) {
+    status = too_large(calling_ae, "size_mb", static_cast<double>(file.written()) / kMiB);
+  } else if (!write_error.empty()) {
+    stats_.rejected_spool_failure.inc();
+    spdlog::error("SPOOL_WRITE_FAILED calling_ae={} status=0x{:04X} reason=\"{}\"", calling_ae, kOutOfResources,
+                  write_error);
+    status = kOutOfResources;
   }
   const bool drained = status != 0;  // refused while receiving: DCMTK read the rest of the data set
   if (cond.bad() && !(drained && cond.code() == DIMSEC_OUTOFRESOURCES)) {
@@ -221,7 +218,8 @@ OFCondition StoreScp::receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentatio
   }
   if (status == 0) {
     const auto started = std::chrono::steady_clock::now();
-    status = ingest(req, {calling_ae, tmp, data_set_offset, transfer_syntax.c_str(), cap, written});
+    status = ingest(req, {calling_ae, tmp, data_set_offset, transfer_syntax.c_str(), cap, written,
+                          [&file] { return file.sync(); }});
     stats_.store_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   }
   if (status != STATUS_Success) {  // a stored file has moved into its study
@@ -260,8 +258,13 @@ bool StoreScp::recover(const std::filesystem::path& slot) {
   OFStandard::strlcpy(req.AffectedSOPInstanceUID, sop_instance.c_str(), sizeof(req.AffectedSOPInstanceUID));
   constexpr std::uintmax_t kPreambleAndGroupLength = 128 + 4 + 12;  // preamble, "DICM", (0002,0000) UL
   const auto cap = static_cast<std::uintmax_t>(cfg_->node.max_instance_mb * kMiB);
-  const Uint16 status = ingest(req, {trim(calling_ae.c_str()), slot, kPreambleAndGroupLength + meta_length,
-                                     transfer_syntax.c_str(), cap, store::Written::kNotSynced});
+  const Uint16 status = ingest(req, {trim(calling_ae.c_str()),
+                                     slot,
+                                     kPreambleAndGroupLength + meta_length,
+                                     transfer_syntax.c_str(),
+                                     cap,
+                                     store::Written::kNotSynced,
+                                     {}});
   if (status != STATUS_Success) {
     std::error_code ec;
     std::filesystem::remove(slot, ec);
@@ -346,6 +349,12 @@ Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, const Received& in) {
   if (const auto status = refusal(req, info, static_cast<double>(size) / kMiB)) return *status;
   if (const double decoded = decoded_bytes(dataset) / kMiB; decoded > cfg_->node.max_instance_mb) {
     return too_large(calling_ae, "decoded_mb", decoded);
+  }
+  if (const std::string sync_error = in.sync ? in.sync() : ""; !sync_error.empty()) {  // durable before the ack
+    stats_.rejected_spool_failure.inc();
+    spdlog::error("SPOOL_WRITE_FAILED calling_ae={} status=0x{:04X} reason=\"{}\"", calling_ae, kOutOfResources,
+                  sync_error);
+    return kOutOfResources;
   }
   try {
     const StoreResult result =

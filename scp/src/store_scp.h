@@ -4,6 +4,7 @@
 
 #include <cstdint>
 #include <filesystem>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -48,6 +49,9 @@ class StoreScp : public DcmThreadSCP {
     std::string transfer_syntax_uid;
     std::uintmax_t cap = 0;  // node.max_instance_mb in bytes, as the receive applied it
     store::Written written = store::Written::kSyncedSlot;
+    // Makes the data durable ("" once they are, or why not), called once the instance passed its checks; when
+    // empty, the store syncs the file itself (`written` is kNotSynced).
+    std::function<std::string()> sync;
   };
 
   OFCondition receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentationContextInfo& presInfo);

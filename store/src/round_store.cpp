@@ -9,9 +9,11 @@
 #include <cerrno>
 #include <chrono>
 #include <cstring>
+#include <exception>
 #include <fstream>
 #include <nlohmann/json.hpp>
 #include <set>
+#include <shared_mutex>
 #include <sstream>
 #include <tuple>
 #include <utility>
@@ -32,6 +34,8 @@ constexpr const char* kSent = "sent";
 constexpr const char* kIncoming = "incoming";
 // Slots made per sync of incoming/: the sync is shared by this many instances.
 constexpr int kSlotBatch = 32;
+// Slots left when the next batch is started, so that other associations rarely wait for it.
+constexpr size_t kSlotsLow = 8;
 
 constexpr RoundState kAllStates[] = {RoundState::kSealed,       RoundState::kClassified,  RoundState::kDone,
                                      RoundState::kDeadLettered, RoundState::kQuarantined, RoundState::kSuperseded};
@@ -236,36 +240,72 @@ fs::path RoundStore::new_tmp_path() {
 }
 
 fs::path RoundStore::take_slot() {
-  const std::lock_guard guard(slots_mutex_);
-  if (free_slots_.empty()) refill_slots();
-  fs::path slot = std::move(free_slots_.back());
-  free_slots_.pop_back();
-  return slot;
+  std::unique_lock lock(slots_mutex_);
+  for (;;) {
+    if (free_slots_.size() > kSlotsLow || making_slots_) {
+      if (free_slots_.empty()) {
+        slots_made_.wait(lock);
+        continue;
+      }
+      fs::path slot = std::move(free_slots_.back());
+      free_slots_.pop_back();
+      return slot;
+    }
+    // Running low: this caller makes the next batch while the others use what is left.
+    making_slots_ = true;
+    lock.unlock();
+    std::vector<fs::path> made;
+    std::exception_ptr failure;
+    try {
+      made = make_slots();
+    } catch (...) {
+      failure = std::current_exception();
+    }
+    lock.lock();
+    making_slots_ = false;
+    free_slots_.insert(free_slots_.end(), made.begin(), made.end());
+    slots_made_.notify_all();
+    if (failure) {
+      if (free_slots_.empty()) std::rethrow_exception(failure);
+      fs::path slot = std::move(free_slots_.back());  // the next caller tries making slots again
+      free_slots_.pop_back();
+      return slot;
+    }
+  }
 }
 
-// Holds slots_mutex_.
-void RoundStore::refill_slots() {
+std::vector<fs::path> RoundStore::make_slots() {
   static std::atomic<unsigned long> counter{0};
+  std::vector<fs::path> made;
   for (int i = 0; i < kSlotBatch; ++i) {
-    const fs::path slot = root_ / kIncoming / (std::to_string(::getpid()) + '-' + std::to_string(counter++) + ".slot");
-    const int fd = ::open(slot.c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
+    made.push_back(root_ / kIncoming / (std::to_string(::getpid()) + '-' + std::to_string(counter++) + ".slot"));
+    const int fd = ::open(made.back().c_str(), O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0640);
     if (fd < 0) {
       const int err = errno;
-      throw IoError("create slot " + slot.filename().string() + ": " + std::strerror(err), err);
+      throw IoError("create slot " + made.back().filename().string() + ": " + std::strerror(err), err);
     }
     ::close(fd);
-    free_slots_.push_back(slot);
   }
-  // A slot that moved into a study is durable under its new name only once that folder is synced: sync those
-  // first, or this sync could make the old name's removal durable before the new name is.
-  for (const auto& folder : unsynced_folders_) {
+  sync_incoming();
+  return made;
+}
+
+// A slot that moved into a study is durable under its new name only once that folder is synced: those are synced
+// first, or syncing incoming/ could make the old name's removal durable before the new name is.
+void RoundStore::sync_incoming() {
+  const std::unique_lock gate(sync_gate_);
+  std::set<fs::path> folders;
+  {
+    const std::lock_guard guard(unsynced_mutex_);
+    folders.swap(unsynced_folders_);
+  }
+  for (const auto& folder : folders) {
     try {
       io::fsync_path(folder);
     } catch (const IoError& err) {
       if (err.error_number() != ENOENT) throw;  // sealed meanwhile: the seal synced where its files went
     }
   }
-  unsynced_folders_.clear();
   io::fsync_path(root_ / kIncoming);
 }
 
@@ -343,8 +383,9 @@ StoreResult RoundStore::store_file(const InstanceInfo& info, const fs::path& tmp
                            std::to_string(max_open) + ")");
     }
     if (state == Written::kSyncedSlot) {
-      const std::lock_guard slots(slots_mutex_);  // see refill_slots
+      const std::shared_lock gate(sync_gate_);  // see make_slots
       io::rename_into(tmp, open_dir / (sop + ".dcm"));
+      const std::lock_guard unsynced(unsynced_mutex_);
       unsynced_folders_.insert(open_dir);
     } else {
       io::rename_into(tmp, open_dir / (sop + ".dcm"));
@@ -686,6 +727,9 @@ RetentionReport RoundStore::sweep(const RetentionPolicy& policy, double now) {
     double since = 0;
     std::uintmax_t bytes = 0;
   };
+  // What slots held is in the studies now, durably: a power cut must not bring back, from a slot, an instance
+  // of a study this sweep removes (it would open that study again).
+  sync_incoming();
   RetentionReport report;
   std::vector<Final> finals;
   std::uintmax_t total = 0;

@@ -4,6 +4,7 @@
 
 #include <fstream>
 #include <set>
+#include <thread>
 
 #include "process.h"
 
@@ -409,4 +410,30 @@ TEST(RoundStore, SlotsAreEmptyDurableFilesAndOnlyFilledOnesAreHandedBackAtTheNex
   EXPECT_TRUE(again.take_filled_slots().empty());  // handed out once
   EXPECT_FALSE(fs::exists(left_empty));
   EXPECT_EQ(files_in(dir.path() / "incoming"), 1U);
+}
+
+TEST(RoundStore, ConcurrentReceiversEachGetTheirOwnSlotsAndEveryInstanceIsStored) {
+  nephra::test::TempDir dir;
+  RoundStore store(dir.path());
+  constexpr int kReceivers = 4;
+  constexpr int kEach = 50;
+  std::vector<std::thread> receivers;
+  for (int r = 0; r < kReceivers; ++r) {
+    receivers.emplace_back([&store, r] {
+      for (int i = 0; i < kEach; ++i) {
+        const fs::path slot = store.take_slot();
+        const std::string sop = "1.2." + std::to_string(r) + "." + std::to_string(i);
+        std::ofstream(slot) << sop;
+        store.store_file(instance(sop, "1.2.3." + std::to_string(r % 2)), slot, 0, nephra::store::Written::kSyncedSlot);
+      }
+    });
+  }
+  for (auto& t : receivers) t.join();
+  EXPECT_EQ(
+      files_in(store.study_dir(key_of("1.2.3.0")) / "open") + files_in(store.study_dir(key_of("1.2.3.1")) / "open"),
+      static_cast<size_t>(kReceivers * kEach));
+  store.sweep({}, now());  // syncs incoming/ after the study folders
+  for (const auto& entry : fs::directory_iterator(dir.path() / "incoming")) {
+    EXPECT_EQ(fs::file_size(entry.path()), 0U) << "only unused slots are left";
+  }
 }

@@ -18,6 +18,7 @@
 //     │  ▲ retry            │  ▲ retry       ├─▶ DeadLettered (refused for good, or too long undelivered)
 //     │  └──────┘           │  └──────┘      └─▶ Superseded (a later round of the study already has results)
 //     └─▶ Quarantined (failed for good, or max attempts)
+#include <condition_variable>
 #include <cstdint>
 #include <filesystem>
 #include <functional>
@@ -26,6 +27,7 @@
 #include <mutex>
 #include <optional>
 #include <set>
+#include <shared_mutex>
 #include <stdexcept>
 #include <string>
 #include <string_view>
@@ -242,7 +244,12 @@ class RoundStore {
   std::map<std::string, std::shared_ptr<std::mutex>> study_locks_;
   std::map<std::string, size_t> open_counts_;  // guarded by the study's lock; counted on first use
   std::mutex slots_mutex_;
-  std::vector<std::filesystem::path> free_slots_;     // guarded by slots_mutex_
+  std::condition_variable slots_made_;
+  std::vector<std::filesystem::path> free_slots_;  // guarded by slots_mutex_
+  bool making_slots_ = false;                      // guarded by slots_mutex_
+  // Shared while a slot moves into its study, exclusive while incoming/ is synced (see make_slots).
+  std::shared_mutex sync_gate_;
+  std::mutex unsynced_mutex_;
   std::set<std::filesystem::path> unsynced_folders_;  // open/ folders a slot moved into since incoming/ was synced
   std::vector<std::filesystem::path> filled_slots_;   // found at start; guarded by slots_mutex_
   mutable std::mutex recent_mutex_;
@@ -252,7 +259,8 @@ class RoundStore {
   size_t& open_count_of(const std::string& study_key, const std::filesystem::path& open_dir);
   // Whether the study already received this instance (open, sealed, or listed by a round after its CT was removed).
   [[nodiscard]] bool holds(const std::string& study_key, const std::string& sop_hash) const;
-  void refill_slots();
+  [[nodiscard]] std::vector<std::filesystem::path> make_slots();
+  void sync_incoming();
   void ensure_study_dir(const InstanceInfo& info, const std::string& key);
   void write_atomic(const std::filesystem::path& dest, const std::string& content);
   void write_record(const StudyRound& round, const RoundRecord& record);
