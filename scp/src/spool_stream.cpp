@@ -116,7 +116,7 @@ class CappedFileStream::Consumer : public DcmConsumer {
     status_ = makeOFCondition(OFM_dcmdata, 18, OF_error, error_.c_str());
   }
 
-  static constexpr std::uintmax_t kWritebackBytes = 256U * 1024U;
+  static constexpr std::uintmax_t kWritebackBytes = std::uintmax_t{256} * 1024U;
   static constexpr std::uintmax_t kGatherBytes = 4096;
   int fd_;
   std::uintmax_t cap_;

@@ -179,7 +179,7 @@ OFCondition StoreScp::receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentatio
   try {
     tmp = spool_.take_slot();
   } catch (const std::exception& err) {
-    spdlog::warn("SPOOL_SLOT_UNAVAILABLE calling_ae={} reason=\"{}\" note=\"receiving into a temporary file\"",
+    spdlog::warn(R"(SPOOL_SLOT_UNAVAILABLE calling_ae={} reason="{}" note="receiving into a temporary file")",
                  calling_ae, err.what());
     tmp = spool_.new_tmp_path();
     written = store::Written::kSynced;
@@ -350,15 +350,20 @@ Uint16 StoreScp::ingest(const T_DIMSE_C_StoreRQ& req, const Received& in) {
   if (const double decoded = decoded_bytes(dataset) / kMiB; decoded > cfg_->node.max_instance_mb) {
     return too_large(calling_ae, "decoded_mb", decoded);
   }
+  return store_checked(info, in);
+}
+
+// Makes the checked instance durable and moves it into its study.
+Uint16 StoreScp::store_checked(const InstanceInfo& info, const Received& in) {
   if (const std::string sync_error = in.sync ? in.sync() : ""; !sync_error.empty()) {  // durable before the ack
     stats_.rejected_spool_failure.inc();
-    spdlog::error("SPOOL_WRITE_FAILED calling_ae={} status=0x{:04X} reason=\"{}\"", calling_ae, kOutOfResources,
+    spdlog::error("SPOOL_WRITE_FAILED calling_ae={} status=0x{:04X} reason=\"{}\"", info.calling_ae, kOutOfResources,
                   sync_error);
     return kOutOfResources;
   }
   try {
     const StoreResult result =
-        spool_.store_file(info, file, static_cast<size_t>(cfg_->study.max_instances), in.written);
+        spool_.store_file(info, in.file, static_cast<size_t>(cfg_->study.max_instances), in.written);
     ++stored_;
     stats_.instances_stored.inc();
     sink_.on_stored(info, result);

@@ -56,6 +56,7 @@ class StoreScp : public DcmThreadSCP {
 
   OFCondition receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentationContextInfo& presInfo);
   Uint16 ingest(const T_DIMSE_C_StoreRQ& req, const Received& in);
+  Uint16 store_checked(const InstanceInfo& info, const Received& in);
   std::optional<Uint16> refusal(const T_DIMSE_C_StoreRQ& req, const InstanceInfo& info, double size_mb);
   Uint16 too_large(const std::string& calling_ae, const char* what, double size_mb);
 };

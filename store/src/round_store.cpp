@@ -727,9 +727,7 @@ RetentionReport RoundStore::sweep(const RetentionPolicy& policy, double now) {
     double since = 0;
     std::uintmax_t bytes = 0;
   };
-  // What slots held is in the studies now, durably: a power cut must not bring back, from a slot, an instance
-  // of a study this sweep removes (it would open that study again).
-  sync_incoming();
+  sync_incoming();  // a power cut must not bring back, from its slot, an instance of a study removed here
   RetentionReport report;
   std::vector<Final> finals;
   std::uintmax_t total = 0;
