@@ -263,8 +263,13 @@ bool StoreScp::recover(const std::filesystem::path& slot) {
                                      kPreambleAndGroupLength + meta_length,
                                      transfer_syntax.c_str(),
                                      cap,
-                                     store::Written::kNotSynced,
+                                     store::Written::kRecoveredSlot,
                                      {}});
+  if (status == kOutOfResources) {  // it may have been acknowledged: kept for the next start, never dropped
+    spdlog::error("SPOOL_SLOT_KEPT slot={} calling_ae={} status=0x{:04X} note=\"stored again at the next start\"",
+                  slot.filename().string(), trim(calling_ae.c_str()), status);
+    return false;
+  }
   if (status != STATUS_Success) {
     std::error_code ec;
     std::filesystem::remove(slot, ec);

@@ -50,7 +50,7 @@ class StoreScp : public DcmThreadSCP {
     std::uintmax_t cap = 0;  // node.max_instance_mb in bytes, as the receive applied it
     store::Written written = store::Written::kSyncedSlot;
     // Makes the data durable ("" once they are, or why not), called once the instance passed its checks; when
-    // empty, the store syncs the file itself (`written` is kNotSynced).
+    // empty, the store syncs the file itself (`written` is kRecoveredSlot).
     std::function<std::string()> sync;
   };
 

@@ -362,7 +362,7 @@ StoreResult RoundStore::store_file(const InstanceInfo& info, const fs::path& tmp
   StoreResult result;
   result.study_key = study_key_of(info.calling_ae, info.study_uid);
   try {
-    if (state == Written::kNotSynced) io::fsync_path(tmp);
+    if (state == Written::kNotSynced || state == Written::kRecoveredSlot) io::fsync_path(tmp);
 
     const auto lock = lock_for(result.study_key);
     const std::lock_guard guard(*lock);
@@ -394,7 +394,7 @@ StoreResult RoundStore::store_file(const InstanceInfo& info, const fs::path& tmp
     ++open_count;
   } catch (...) {
     std::error_code ec;
-    fs::remove(tmp, ec);
+    if (state != Written::kRecoveredSlot) fs::remove(tmp, ec);  // a recovered one may have been acknowledged
     throw;
   }
   return result;

@@ -69,6 +69,9 @@ enum class Written {
   // A slot from take_slot(), its data synced: its name in incoming/ is durable too, so the instance is safe
   // before the study folder it moves into is synced (a crash leaves it in its slot, found again at start).
   kSyncedSlot,
+  // A slot take_filled_slots() handed back: synced here, and left where it is if it cannot be stored (it may
+  // have been acknowledged).
+  kRecoveredSlot,
 };
 
 enum class RoundState { kSealed, kClassified, kDone, kDeadLettered, kQuarantined, kSuperseded };
