@@ -47,7 +47,8 @@ send() { # prints seconds until every sender is done
 run_storescp() {
   rm -rf "$work/out" && mkdir -p "$work/out"
   storescp -aet STORESCP --fork -od "$work/out" "$port" >/dev/null 2>&1 &
-  local pid=$!; sleep 0.5
+  local pid=$!
+  until echoscu -aet BENCH -aec STORESCP 127.0.0.1 "$port" >/dev/null 2>&1; do sleep 0.1; done
   local s; s=$(send STORESCP); kill "$pid"; wait "$pid" 2>/dev/null || true
   echo "$s"
 }

@@ -60,22 +60,14 @@ class CappedFileStream::Consumer : public DcmConsumer {
     }
     // Start writing back what has arrived while the rest is still on the wire, so that the sync before the
     // acknowledgement waits for the tail only (sync_file_range makes nothing durable: the sync still does).
-    if (written_ - kicked_ >= kWritebackBytes) {
-      ::sync_file_range(fd_, static_cast<off_t>(kicked_), static_cast<off_t>(written_ - kicked_),
-                        SYNC_FILE_RANGE_WRITE);
-      kicked_ = written_;
-    }
+    if (written_ - kicked_ >= kWritebackBytes) kick_writeback();
     return buflen;
   }
 
   void flush() override {}
 
   std::string finish() {
-    if (status_.good() && write_pending() && written_ > kicked_) {
-      ::sync_file_range(fd_, static_cast<off_t>(kicked_), static_cast<off_t>(written_ - kicked_),
-                        SYNC_FILE_RANGE_WRITE);
-      kicked_ = written_;
-    }
+    if (status_.good() && write_pending() && written_ > kicked_) kick_writeback();
     return status_.good() ? "" : error_;
   }
 
@@ -103,6 +95,11 @@ class CappedFileStream::Consumer : public DcmConsumer {
       left -= static_cast<size_t>(n);
     }
     return true;
+  }
+
+  void kick_writeback() {
+    ::sync_file_range(fd_, static_cast<off_t>(kicked_), static_cast<off_t>(written_ - kicked_), SYNC_FILE_RANGE_WRITE);
+    kicked_ = written_;
   }
 
   bool write_pending() {

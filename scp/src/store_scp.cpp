@@ -270,13 +270,15 @@ bool StoreScp::recover(const std::filesystem::path& slot) {
                   slot.filename().string(), trim(calling_ae.c_str()), status);
     return false;
   }
-  if (status != STATUS_Success) {
+  if (status != STATUS_Success) {  // refused as its receive would have refused it (the reason is logged above)
     std::error_code ec;
     std::filesystem::remove(slot, ec);
+    spdlog::warn("SPOOL_SLOT_DISCARDED slot={} reason=refused calling_ae={} status=0x{:04X}", slot.filename().string(),
+                 trim(calling_ae.c_str()), status);
+    return false;
   }
-  spdlog::info("SPOOL_SLOT_RECOVERED slot={} calling_ae={} status=0x{:04X}", slot.filename().string(),
-               trim(calling_ae.c_str()), status);
-  return status == STATUS_Success;
+  spdlog::info("SPOOL_SLOT_RECOVERED slot={} calling_ae={}", slot.filename().string(), trim(calling_ae.c_str()));
+  return true;
 }
 
 Uint16 StoreScp::too_large(const std::string& calling_ae, const char* what, double size_mb) {

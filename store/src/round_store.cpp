@@ -383,7 +383,7 @@ StoreResult RoundStore::store_file(const InstanceInfo& info, const fs::path& tmp
                            std::to_string(max_open) + ")");
     }
     if (state == Written::kSyncedSlot) {
-      const std::shared_lock gate(sync_gate_);  // see make_slots
+      const std::shared_lock gate(sync_gate_);  // see sync_incoming
       io::rename_into(tmp, open_dir / (sop + ".dcm"));
       const std::lock_guard unsynced(unsynced_mutex_);
       unsynced_folders_.insert(open_dir);

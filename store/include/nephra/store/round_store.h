@@ -183,7 +183,7 @@ class RoundStore {
   // A fresh temporary path on the store's file system, for a writer that streams into it.
   std::filesystem::path new_tmp_path();
   // An empty file in incoming/ whose name is already durable, for a writer that streams an instance into it and
-  // syncs its data (Written::kSyncedSlot): one journal commit per instance instead of two. Throws IoError.
+  // syncs its data (Written::kSyncedSlot): one sync per instance instead of two. Throws IoError.
   std::filesystem::path take_slot();
   // Slots a crash left holding data, found at start (handed out once): each is an instance to check and store
   // again (store_file) or to remove; until then they stay where they are.
@@ -250,7 +250,7 @@ class RoundStore {
   std::condition_variable slots_made_;
   std::vector<std::filesystem::path> free_slots_;  // guarded by slots_mutex_
   bool making_slots_ = false;                      // guarded by slots_mutex_
-  // Shared while a slot moves into its study, exclusive while incoming/ is synced (see make_slots).
+  // Shared while a slot moves into its study, exclusive while incoming/ is synced (see sync_incoming).
   std::shared_mutex sync_gate_;
   std::mutex unsynced_mutex_;
   std::set<std::filesystem::path> unsynced_folders_;  // open/ folders a slot moved into since incoming/ was synced
