@@ -18,7 +18,8 @@
 # here nephrad runs with tests/powercut/powercut.cpp preloaded, which records what each fsync made durable, and
 # after each kill the spool is rebuilt as a machine that lost power would find it (tests/powercut/rebuild.py: a
 # file's contents as at its last fsync, a folder's entries as at its last fsync, nothing else) before the node
-# starts again on it. --forget-fsync TEXT makes every fsync of a path containing TEXT count for nothing: the run
+# starts again on it. Every other run of the node also models ext4 without a journal, where the first fsync of a new
+# file syncs its folder as well (NEPHRA_POWERCUT_SYNC_PARENT, tests/powercut/powercut.cpp). --forget-fsync TEXT makes every fsync of a path containing TEXT count for nothing: the run
 # must then fail, which shows the check would catch a missing fsync.
 #
 # CT: by default six abdominal slices (1-060..1-065) of the shared 134-slice TCIA series; --small (or no ../shared)
@@ -128,8 +129,10 @@ start_node() {
   if [ "$powercut" = 1 ]; then
     local records=$work/powercut/run
     rm -rf "$records" && mkdir -p "$records"
+    cut_model=$([ $((starts % 2)) = 1 ] && echo ext4-nojournal || echo strict)
     LD_PRELOAD=$cut_lib NEPHRA_POWERCUT_ROOT=$spool_real NEPHRA_POWERCUT_RECORDS=$records \
-      NEPHRA_POWERCUT_FORGET=$forget "$nephrad" --config "$cfg" >>"$log" 2>&1 &
+      NEPHRA_POWERCUT_FORGET=$forget NEPHRA_POWERCUT_SYNC_PARENT=$((starts % 2)) \
+      "$nephrad" --config "$cfg" >>"$log" 2>&1 &
   else
     "$nephrad" --config "$cfg" >>"$log" 2>&1 &
   fi
@@ -206,7 +209,7 @@ for k in $(seq 1 "$kills"); do
       cat "$work/rebuild.err" >&2
       nb_die "rebuild.py failed after cut $k (records in $work/powercut/run)"
     fi
-    echo "cut $k: $kept" >>"$cuts_log"
+    echo "cut $k ($cut_model): $kept" >>"$cuts_log"
     rm -rf "$work/spool" "$work/powercut/base"
     mv "$work/spool.cut" "$work/spool"
     cp -a "$work/spool" "$work/powercut/base"

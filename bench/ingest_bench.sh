@@ -97,8 +97,9 @@ JSON
 
 # Prints seconds to write every file durably, one after the other. MODE "rename": write a new temporary file,
 # fsync, rename into the folder, fsync the folder (two journal commits per file). MODE "slot": write into an
-# empty file whose name was made durable beforehand (not timed), fdatasync, rename into the folder without
-# syncing it (one commit per file: the node's protocol, less the node's own slot making).
+# slot: empty file whose name was made durable beforehand (not timed), fdatasync, link into the folder without
+# syncing it; every 32 files the folder is synced and those slots removed (the node's protocol, less its own
+# slot making).
 run_disk() {
   rm -rf "$work/disk" && mkdir -p "$work/disk/tmp" "$work/disk/open"
   /usr/bin/python3 - "$work/in" "$work/disk" "$senders" "${1:-rename}" <<'PY'
@@ -110,10 +111,18 @@ if mode == "slot":
     for i in range(len(data)):
         os.close(os.open(os.path.join(dst, "tmp", "%d.part" % i), os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o640))
     os.sync()
+tmp_dir = os.open(os.path.join(dst, "tmp"), os.O_RDONLY | os.O_DIRECTORY)
 def write(w):  # one writer: every writers-th file, each into the folder of its writer
     folder_path = os.path.join(dst, "open", str(w))
     os.makedirs(folder_path)
     folder = os.open(folder_path, os.O_RDONLY | os.O_DIRECTORY)
+    linked = []
+    def flush():  # the folder first, then the slots' removal
+        os.fsync(folder)
+        for slot in linked:
+            os.unlink(slot)
+        os.fsync(tmp_dir)
+        linked.clear()
     for i in range(w, len(data), writers):
         tmp = os.path.join(dst, "tmp", "%d.part" % i)
         fd = os.open(tmp, os.O_WRONLY | (0 if mode == "slot" else os.O_CREAT | os.O_EXCL), 0o640)
@@ -121,9 +130,16 @@ def write(w):  # one writer: every writers-th file, each into the folder of its 
         # releases the GIL: the writers' syncs overlap as the node's associations' do
         (os.fdatasync if mode == "slot" else os.fsync)(fd)
         os.close(fd)
-        os.rename(tmp, os.path.join(folder_path, "%d.dcm" % i))
-        if mode != "slot":
+        if mode == "slot":
+            os.link(tmp, os.path.join(folder_path, "%d.dcm" % i))
+            linked.append(tmp)
+            if len(linked) == 32:
+                flush()
+        else:
+            os.rename(tmp, os.path.join(folder_path, "%d.dcm" % i))
             os.fsync(folder)
+    if mode == "slot":
+        flush()
 t0 = time.monotonic()
 threads = [threading.Thread(target=write, args=(w,)) for w in range(writers)]
 for t in threads: t.start()

@@ -222,7 +222,7 @@ OFCondition StoreScp::receive_store(T_DIMSE_C_StoreRQ& req, const DcmPresentatio
                           [&file] { return file.sync(); }});
     stats_.store_seconds.observe(std::chrono::duration<double>(std::chrono::steady_clock::now() - started).count());
   }
-  if (status != STATUS_Success) {  // a stored file has moved into its study
+  if (status != STATUS_Success) {  // a stored one stays in its slot until its study folder is synced
     std::error_code ec;
     std::filesystem::remove(tmp, ec);
   }

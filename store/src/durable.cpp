@@ -73,6 +73,10 @@ void rename_into(const std::filesystem::path& from, const std::filesystem::path&
   if (::rename(from.c_str(), to.c_str()) != 0) fail("rename", to);
 }
 
+void link_into(const std::filesystem::path& from, const std::filesystem::path& to) {
+  if (::link(from.c_str(), to.c_str()) != 0) fail("link", to);
+}
+
 bool make_dir_durable(const std::filesystem::path& dir) {
   if (::mkdir(dir.c_str(), 0750) != 0) {
     if (errno == EEXIST) return false;

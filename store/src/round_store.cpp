@@ -223,6 +223,13 @@ RoundStore::RoundStore(fs::path root) : root_(std::move(root)) {
   migrate_legacy_rounds();
 }
 
+RoundStore::~RoundStore() {
+  try {
+    sync_incoming();
+  } catch (const std::exception&) {  // nothing is lost: the slots left are checked and found held at the next start
+  }
+}
+
 fs::path RoundStore::study_dir(const std::string& study_key) const { return root_ / "studies" / study_key; }
 
 std::shared_ptr<std::mutex> RoundStore::lock_for(const std::string& study_key) {
@@ -290,22 +297,32 @@ std::vector<fs::path> RoundStore::make_slots() {
   return made;
 }
 
-// A slot that moved into a study is durable under its new name only once that folder is synced: those are synced
-// first, or syncing incoming/ could make the old name's removal durable before the new name is.
+// A slot linked into a study is durable under its new name only once that folder is synced: those are synced
+// first, and only then are the slots removed, so no instance is ever left without a durable name.
 void RoundStore::sync_incoming() {
   const std::unique_lock gate(sync_gate_);
   std::set<fs::path> folders;
+  std::vector<fs::path> slots;
   {
     const std::lock_guard guard(unsynced_mutex_);
     folders.swap(unsynced_folders_);
+    slots.swap(linked_slots_);
   }
-  for (const auto& folder : folders) {
-    try {
-      io::fsync_path(folder);
-    } catch (const IoError& err) {
-      if (err.error_number() != ENOENT) throw;  // sealed meanwhile: the seal synced where its files went
+  try {
+    for (const auto& folder : folders) {
+      try {
+        io::fsync_path(folder);
+      } catch (const IoError& err) {
+        if (err.error_number() != ENOENT) throw;  // sealed meanwhile: the seal synced where its files went
+      }
     }
+  } catch (...) {  // the slots stay the instances' durable names; the next sync tries again
+    const std::lock_guard guard(unsynced_mutex_);
+    unsynced_folders_.insert(folders.begin(), folders.end());
+    linked_slots_.insert(linked_slots_.end(), slots.begin(), slots.end());
+    throw;
   }
+  for (const auto& slot : slots) ::unlink(slot.c_str());  // a leftover is found at start and seen to be held
   io::fsync_path(root_ / kIncoming);
 }
 
@@ -383,10 +400,18 @@ StoreResult RoundStore::store_file(const InstanceInfo& info, const fs::path& tmp
                            std::to_string(max_open) + ")");
     }
     if (state == Written::kSyncedSlot) {
-      const std::shared_lock gate(sync_gate_);  // see sync_incoming
-      io::rename_into(tmp, open_dir / (sop + ".dcm"));
+      // A link, not a rename: the slot's durable name stays until the folder is synced (sync_incoming), whatever
+      // order the file system writes its folders in (without a journal, ext4 syncs incoming/ at the next slot's
+      // first fdatasync, which would make a rename's removal durable before its new name).
+      const std::shared_lock gate(sync_gate_);
+      io::link_into(tmp, open_dir / (sop + ".dcm"));
       const std::lock_guard unsynced(unsynced_mutex_);
       unsynced_folders_.insert(open_dir);
+      linked_slots_.push_back(tmp);
+    } else if (state == Written::kRecoveredSlot) {
+      io::link_into(tmp, open_dir / (sop + ".dcm"));
+      io::fsync_path(open_dir);
+      fs::remove(tmp);
     } else {
       io::rename_into(tmp, open_dir / (sop + ".dcm"));
       io::fsync_path(open_dir);

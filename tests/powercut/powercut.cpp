@@ -12,6 +12,10 @@
 //                           lists what the root held then; one numbered record per fsync after that
 //   NEPHRA_POWERCUT_FORGET  optional: an fsync of a path containing this text makes nothing durable (the model of a
 //                           forgotten fsync, to show the test catches one)
+//   NEPHRA_POWERCUT_SYNC_PARENT  optional, 1: ext4 without a journal. There the first fsync of a file or folder made
+//                           since the start also syncs the folder it is in, and that folder's own folder while it
+//                           is new too (the kernel's ext4_sync_parent): more becomes durable, and earlier, than the
+//                           strict model says, e.g. a name's removal before its new name elsewhere is synced.
 // Objects are named by inode number and birth time, so a reused inode number is another object.
 #include <dirent.h>
 #include <dlfcn.h>
@@ -26,6 +30,7 @@
 #include <cstdlib>
 #include <cstring>
 #include <mutex>
+#include <set>
 #include <string>
 
 namespace {
@@ -39,6 +44,7 @@ struct Config {
   std::string root = env("NEPHRA_POWERCUT_ROOT");
   std::string records = env("NEPHRA_POWERCUT_RECORDS");
   std::string forget = env("NEPHRA_POWERCUT_FORGET");
+  bool sync_parent = env("NEPHRA_POWERCUT_SYNC_PARENT") == "1";
 };
 
 const Config& config() {
@@ -49,6 +55,12 @@ const Config& config() {
 std::mutex& record_mutex() {
   static std::mutex m;
   return m;
+}
+
+// Identities present at the start, and those made since whose first sync has synced their folder (sync_parent).
+std::set<std::string>& old_objects() {
+  static std::set<std::string> ids;
+  return ids;
 }
 
 unsigned long long next_sequence() {
@@ -151,17 +163,8 @@ bool under_root(const std::string& path) {
                                             path[root.size()] == '/'));
 }
 
-// What an fsync of fd makes durable, recorded before the real fsync returns (and so before anything that waits on it).
-void record_sync(int fd) {
-  const Config& c = config();
-  if (c.records.empty()) return;
-  const std::string path = path_of(fd);
-  if (!under_root(path)) return;
-  if (!c.forget.empty() && path.find(c.forget) != std::string::npos) return;
-  char type = 'o';
-  const std::string id = identity_at(fd, "", AT_EMPTY_PATH, &type);
-  if (id.empty() || type == 'o') return;
-  const std::lock_guard guard(record_mutex());
+// One record: the folder's entries or the file's contents as they are now. Called with record_mutex() held.
+void record_object(int fd, const std::string& path, const std::string& id, char type) {
   char seq[32];
   std::snprintf(seq, sizeof seq, "%012llu", next_sequence());
   Record rec(std::string(seq) + (type == 'd' ? ".d" : ".f"));
@@ -178,6 +181,37 @@ void record_sync(int fd) {
   rec.commit();
 }
 
+// ext4 without a journal: a new object's first sync also syncs its folder, and on up while that folder is new.
+void record_parents(std::string path, const std::string& id) {
+  if (!old_objects().insert(id).second) return;
+  for (;;) {
+    path = path.substr(0, path.rfind('/'));
+    if (!under_root(path)) return;
+    const int dirfd = ::open(path.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
+    if (dirfd < 0) return;
+    char type = 'o';
+    const std::string dir_id = identity_at(dirfd, "", AT_EMPTY_PATH, &type);
+    if (!dir_id.empty()) record_object(dirfd, path, dir_id, 'd');
+    ::close(dirfd);
+    if (dir_id.empty() || !old_objects().insert(dir_id).second) return;
+  }
+}
+
+// What an fsync of fd makes durable, recorded before the real fsync returns (and so before anything that waits on it).
+void record_sync(int fd) {
+  const Config& c = config();
+  if (c.records.empty()) return;
+  const std::string path = path_of(fd);
+  if (!under_root(path)) return;
+  if (!c.forget.empty() && path.find(c.forget) != std::string::npos) return;
+  char type = 'o';
+  const std::string id = identity_at(fd, "", AT_EMPTY_PATH, &type);
+  if (id.empty() || type == 'o') return;
+  const std::lock_guard guard(record_mutex());
+  record_object(fd, path, id, type);
+  if (c.sync_parent) record_parents(path, id);
+}
+
 void index_tree(Record& rec, int dirfd, const std::string& rel) {
   const int fd = ::openat(dirfd, rel.c_str(), O_RDONLY | O_DIRECTORY | O_CLOEXEC);
   if (fd < 0) return;
@@ -192,6 +226,7 @@ void index_tree(Record& rec, int dirfd, const std::string& rel) {
     char type = 'o';
     const std::string id = identity_at(dirfd, child.c_str(), 0, &type);
     if (id.empty()) continue;
+    old_objects().insert(id);
     rec.add(entry_line(type, id, child));
     if (type == 'd') index_tree(rec, dirfd, child);
   }
@@ -206,7 +241,9 @@ __attribute__((constructor)) void write_base_index() {
   if (rootfd < 0) return;
   Record rec("base.index");
   char type = 'o';
-  rec.add(entry_line('d', identity_at(rootfd, "", AT_EMPTY_PATH, &type), "."));
+  const std::string root_id = identity_at(rootfd, "", AT_EMPTY_PATH, &type);
+  old_objects().insert(root_id);
+  rec.add(entry_line('d', root_id, "."));
   index_tree(rec, rootfd, ".");
   ::close(rootfd);
   rec.commit();

@@ -387,6 +387,7 @@ TEST(RoundStore, SlotsAreEmptyDurableFilesAndOnlyFilledOnesAreHandedBackAtTheNex
   nephra::test::TempDir dir;
   fs::path kept;
   fs::path left_empty;
+  const fs::path linked = dir.path() / "incoming" / "z-linked.slot";
   {
     RoundStore store(dir.path());
     EXPECT_TRUE(store.take_filled_slots().empty());
@@ -396,20 +397,28 @@ TEST(RoundStore, SlotsAreEmptyDurableFilesAndOnlyFilledOnesAreHandedBackAtTheNex
     EXPECT_EQ(fs::file_size(slot), 0U);
     std::ofstream(slot) << "an instance";
     const auto stored = store.store_file(instance("1.2.3.4.5"), slot, 0, nephra::store::Written::kSyncedSlot);
-    EXPECT_FALSE(fs::exists(slot));
-    EXPECT_EQ(files_in(store.study_dir(stored.study_key) / "open"), 1U);
-    kept = store.take_slot();  // a crash after its data were synced, before it moved into its study
+    const fs::path open_dir = store.study_dir(stored.study_key) / "open";
+    ASSERT_EQ(files_in(open_dir), 1U);
+    // linked, not moved: the slot stays a durable name of the instance until its study folder is synced
+    EXPECT_TRUE(fs::equivalent(slot, fs::directory_iterator(open_dir)->path()));
+    fs::create_hard_link(slot, linked);  // as a crash would leave it: linked into its study, not yet removed
+    kept = store.take_slot();            // a crash after its data were synced, before it was linked into its study
     std::ofstream(kept) << "another";
     left_empty = store.take_slot();  // a crash before any byte arrived
     std::set<fs::path> distinct{slot, kept, left_empty};
     for (int i = 0; i < 40; ++i) distinct.insert(store.take_slot());  // past one batch of slots
     EXPECT_EQ(distinct.size(), 43U);
   }
-  RoundStore again(dir.path());
-  EXPECT_EQ(again.take_filled_slots(), std::vector<fs::path>{kept});
+  RoundStore again(dir.path());  // the clean stop removed the slots linked into synced folders
+  EXPECT_EQ(again.take_filled_slots(), (std::vector<fs::path>{kept, linked}));
   EXPECT_TRUE(again.take_filled_slots().empty());  // handed out once
   EXPECT_FALSE(fs::exists(left_empty));
-  EXPECT_EQ(files_in(dir.path() / "incoming"), 1U);
+  EXPECT_EQ(files_in(dir.path() / "incoming"), 2U);
+  // the crash's linked slot is seen to be held already: removed, and the study keeps its one instance
+  const auto again_stored = again.store_file(instance("1.2.3.4.5"), linked, 0, nephra::store::Written::kRecoveredSlot);
+  EXPECT_TRUE(again_stored.duplicate);
+  EXPECT_FALSE(fs::exists(linked));
+  EXPECT_EQ(files_in(again.study_dir(again_stored.study_key) / "open"), 1U);
 }
 
 TEST(RoundStore, ConcurrentReceiversEachGetTheirOwnSlotsAndEveryInstanceIsStored) {

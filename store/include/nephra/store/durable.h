@@ -25,6 +25,8 @@ void fsync_path(const std::filesystem::path& path);
 // Creates or truncates `path`, writes `content`, fsyncs it.
 void write_file(const std::filesystem::path& path, const std::string& content);
 void rename_into(const std::filesystem::path& from, const std::filesystem::path& to);
+// A second name for `from` (link(2)): `from` keeps its own until it is removed.
+void link_into(const std::filesystem::path& from, const std::filesystem::path& to);
 // mkdir that also fsyncs the parent, so the new directory survives a crash; false when it already existed.
 bool make_dir_durable(const std::filesystem::path& dir);
 // Writes `content` to `tmp`, renames it to `dest` and fsyncs dest's folder; removes `tmp` on failure.

@@ -4,7 +4,8 @@
 //
 // Layout (all names are hashes; raw UIDs never reach the file system):
 //   tmp/                               partial writes, removed at start
-//   incoming/                          slots: empty files whose names are durable, each taken by one C-STORE;
+//   incoming/                          slots: empty files whose names are durable, each taken by one C-STORE
+//                                      and kept (a second name of the instance) until its study folder is synced;
 //                                      one a crash left holding data is checked and stored again at start
 //   studies/<key>/study.json           calling AE and Study Instance UID of this study
 //   studies/<key>/open/<sop>.dcm       instances received since the last round was sealed
@@ -67,7 +68,7 @@ enum class Written {
   kNotSynced,
   kSynced,  // its data, through the writer's own descriptor
   // A slot from take_slot(), its data synced: its name in incoming/ is durable too, so the instance is safe
-  // before the study folder it moves into is synced (a crash leaves it in its slot, found again at start).
+  // before the study folder it is linked into is synced (a crash leaves it in its slot, found again at start).
   kSyncedSlot,
   // A slot take_filled_slots() handed back: synced here, and left where it is if it cannot be stored (it may
   // have been acknowledged).
@@ -172,6 +173,12 @@ class RoundStore {
 
   // Opens (or creates) the store; rounds written by an earlier layout are converted in place.
   explicit RoundStore(std::filesystem::path root);
+  // Syncs the folders slots were linked into and removes those slots, so a clean stop leaves none to recheck.
+  ~RoundStore();
+  RoundStore(const RoundStore&) = delete;
+  RoundStore& operator=(const RoundStore&) = delete;
+  RoundStore(RoundStore&&) = delete;
+  RoundStore& operator=(RoundStore&&) = delete;
 
   // Durable on return: data and directory entry are fsync'd. Throws SpoolError and leaves no file on failure;
   // StudyFullError when the study's open round already holds `max_open` instances (0 = no limit).
@@ -250,10 +257,11 @@ class RoundStore {
   std::condition_variable slots_made_;
   std::vector<std::filesystem::path> free_slots_;  // guarded by slots_mutex_
   bool making_slots_ = false;                      // guarded by slots_mutex_
-  // Shared while a slot moves into its study, exclusive while incoming/ is synced (see sync_incoming).
+  // Shared while a slot is linked into its study, exclusive while incoming/ is synced (see sync_incoming).
   std::shared_mutex sync_gate_;
   std::mutex unsynced_mutex_;
-  std::set<std::filesystem::path> unsynced_folders_;  // open/ folders a slot moved into since incoming/ was synced
+  std::set<std::filesystem::path> unsynced_folders_;  // open/ folders slots were linked into since the last sync
+  std::vector<std::filesystem::path> linked_slots_;   // those slots: removed once their folders are synced
   std::vector<std::filesystem::path> filled_slots_;   // found at start; guarded by slots_mutex_
   mutable std::mutex recent_mutex_;
   mutable std::map<std::pair<std::string, int>, RoundView> recent_;  // by (study key, round)
