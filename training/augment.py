@@ -24,7 +24,10 @@ def affine(img, rng, res):
     return cv2.warpAffine(img, M[:2], (res, res), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
 
 
-def intensity(img, rng):
+def intensity(img, rng, gentle=False):
+    """gentle: degradations that keep a lesion of a few pixels (a small stone) visible: no salt-and-pepper (bright
+    single pixels on lesion-free slices teach the network to ignore exactly what a small stone looks like), blur of
+    at most sigma 0.6, noise of at most 0.02, JPEG quality 70 or more."""
     x = img.astype(np.float32) / 255.0
     if rng.random() < 0.7:                   # window jitter: another level/width maps the same tissues elsewhere
         lo = rng.uniform(-0.08, 0.12)
@@ -36,17 +39,19 @@ def intensity(img, rng):
         x = (x - 0.5) * rng.uniform(0.75, 1.3) + 0.5 + rng.uniform(-0.1, 0.1)
     x = np.clip(x, 0, 1)
     if rng.random() < 0.3:
-        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.4, 1.3))
+        x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.3, 0.6) if gentle else rng.uniform(0.4, 1.3))
     if rng.random() < 0.3:
-        x = x + rng.normal(0, rng.uniform(0.01, 0.04), x.shape).astype(np.float32)
+        x = x + rng.normal(0, rng.uniform(0.005, 0.02) if gentle else rng.uniform(0.01, 0.04),
+                           x.shape).astype(np.float32)
     out = np.clip(x * 255.0 + 0.5, 0, 255).astype(np.uint8)
-    if rng.random() < 0.2:                   # salt and pepper
+    if not gentle and rng.random() < 0.2:    # salt and pepper
         p = rng.uniform(0.002, 0.02)
         r = rng.random(out.shape)
         out[r < p / 2] = 0
         out[r > 1 - p / 2] = 255
     if rng.random() < 0.4:
-        ok, enc = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, int(rng.integers(30, 90))])
+        quality = int(rng.integers(70, 95)) if gentle else int(rng.integers(30, 90))
+        ok, enc = cv2.imencode(".jpg", out, [cv2.IMWRITE_JPEG_QUALITY, quality])
         out = cv2.imdecode(enc, cv2.IMREAD_GRAYSCALE)
     return out
 
@@ -66,10 +71,10 @@ def rendering(img, rng):
     return img
 
 
-def augment(img, rng, res=224, render=False):
+def augment(img, rng, res=224, render=False, gentle=False):
     if render:  # before the warp, at the slice's own size, where the node renders it
         img = rendering(img, rng)
-    return intensity(affine(img, rng, res), rng)
+    return intensity(affine(img, rng, res), rng, gentle)
 
 
 def resize(img, res):

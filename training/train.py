@@ -143,13 +143,13 @@ def with_counterfactual(x, y, j, pool, keys, share, rng):
     return (x[k], y[k]) if out is None else (out, 1 if kind == "cyst" else 2)
 
 
-def batches(x, y, bs, res, rng, aug=True, weights=None, render=False, pool=None, share=0.0):
+def batches(x, y, bs, res, rng, aug=True, weights=None, render=False, pool=None, share=0.0, gentle=False):
     order = rng.permutation(len(x)) if weights is None else rng.choice(len(x), len(x), p=weights)
     keys = sorted(pool or {})
     for i in range(0, len(order) - bs + 1 if len(order) >= bs else 1, bs):
         idx = order[i:i + bs]
         pairs = [with_counterfactual(x, y, int(j), pool, keys, share, rng) for j in idx]
-        imgs = np.stack([augment(im, rng, res, render) if aug else resize(im, res) for im, _ in pairs])
+        imgs = np.stack([augment(im, rng, res, render, gentle) if aug else resize(im, res) for im, _ in pairs])
         yield to_input(imgs), torch.from_numpy(np.array([lab for _, lab in pairs], dtype=y.dtype))
 
 
@@ -202,6 +202,9 @@ def main():
     p.add_argument("--render-jitter", action="store_true",
                    help="also vary the rendering the node may meet: CLAHE again with other settings, or local contrast "
                         "flattened as if there were none (augment.rendering)")
+    p.add_argument("--gentle-degradation", action="store_true",
+                   help="blur, noise and JPEG mild enough to keep a lesion of a few pixels, no salt-and-pepper "
+                        "(augment.intensity)")
     p.add_argument("--snapshots", action="store_true",
                    help="keep the weights after every stage-2 epoch (epoch<N>.pt) for weight averaging (soup.py)")
     p.add_argument("--threads", type=int, default=2)
@@ -262,7 +265,8 @@ def main():
         t0, seen, loss_sum = time.time(), 0, 0.0
         for step, (xb, yb) in enumerate(batches(xtr, ytr, args.bs, res, rng, weights=weights,
                                                       render=args.render_jitter, pool=pool,
-                                                      share=args.counterfactual)):
+                                                      share=args.counterfactual,
+                                                      gentle=args.gentle_degradation)):
             if step >= steps_per_epoch:
                 break
             if stage == "head":
