@@ -206,10 +206,10 @@ StorageServer::~StorageServer() { stop(); }
 void StorageServer::start() {
   impl_->configure();
   // Before anything new arrives: instances a crash left in their slots join their studies first.
-  for (const auto& slot : impl_->spool.take_filled_slots()) {
+  impl_->spool.recover_filled_slots([this](const std::filesystem::path& slot) {
     StoreScp scp(impl_->live.get(), impl_->spool, impl_->sink, impl_->stats);
     scp.recover(slot);
-  }
+  });
   const auto& node = impl_->start_cfg.node;
   impl_->listen_fd = open_listen_socket(node.bind, node.port);
   // DCMTK 3.6.7 cannot bind a chosen address, so we listen ourselves and hand each accepted socket over.

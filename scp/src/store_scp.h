@@ -20,7 +20,7 @@ class StoreScp : public DcmThreadSCP {
   StoreScp(std::shared_ptr<const config::Config> cfg, store::RoundStore& spool, InstanceSink& sink, ScpStats& stats);
   // Serves one association to its end (DcmThreadSCP::run), keeping it at hand for streaming receives.
   OFCondition serve(T_ASC_Association* assoc);
-  // A slot a crash left holding data (RoundStore::take_filled_slots): stored as its receive would have stored
+  // A slot a crash left holding data (RoundStore::recover_filled_slots): stored as its receive would have stored
   // it, or removed when it is not a whole instance (then it was never acknowledged). True when stored.
   bool recover(const std::filesystem::path& slot);
 

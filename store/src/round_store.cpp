@@ -52,6 +52,20 @@ void enter_state(RoundRecord& r, RoundState state, std::string reason) {
   r.reason = std::move(reason);
 }
 
+// Files into another folder so that each always has a durable name, whatever order the file system writes
+// folders in: linked there, that folder synced, and only then removed here (a link already there is from an
+// earlier move a crash cut short).
+void move_durably(const std::vector<fs::path>& files, const fs::path& to) {
+  for (const auto& f : files) {
+    if (::link(f.c_str(), (to / f.filename()).c_str()) != 0 && errno != EEXIST) {
+      const int err = errno;
+      throw IoError("link " + f.filename().string() + ": " + std::strerror(err), err);
+    }
+  }
+  io::fsync_path(to);
+  for (const auto& f : files) fs::remove(f);
+}
+
 std::string read_text(const fs::path& path) {
   std::ifstream in(path);
   std::stringstream buf;
@@ -281,6 +295,17 @@ fs::path RoundStore::take_slot() {
   }
 }
 
+bool RoundStore::recovery_pending() {
+  const std::lock_guard guard(slots_mutex_);
+  return !filled_slots_.empty();
+}
+
+void RoundStore::sync_study_folders(const std::string& study_key) {
+  for (const char* folder : {kOpen, kInstances}) {
+    if (fs::exists(study_dir(study_key) / folder)) io::fsync_path(study_dir(study_key) / folder);
+  }
+}
+
 std::vector<fs::path> RoundStore::make_slots() {
   static std::atomic<unsigned long> counter{0};
   std::vector<fs::path> made;
@@ -308,27 +333,28 @@ void RoundStore::sync_incoming() {
     folders.swap(unsynced_folders_);
     slots.swap(linked_slots_);
   }
-  try {
-    for (const auto& folder : folders) {
-      try {
-        io::fsync_path(folder);
-      } catch (const IoError& err) {
-        if (err.error_number() != ENOENT) throw;  // sealed meanwhile: the seal synced where its files went
-      }
+  // On a failed sync the slots are left where they are, for good: a second fsync may report success for entries
+  // the first one failed to write, so only the next start (which stores them again or finds them held) removes them.
+  for (const auto& folder : folders) {
+    try {
+      io::fsync_path(folder);
+    } catch (const IoError& err) {
+      if (err.error_number() != ENOENT) throw;  // sealed meanwhile: the seal synced where its files went
     }
-  } catch (...) {  // the slots stay the instances' durable names; the next sync tries again
-    const std::lock_guard guard(unsynced_mutex_);
-    unsynced_folders_.insert(folders.begin(), folders.end());
-    linked_slots_.insert(linked_slots_.end(), slots.begin(), slots.end());
-    throw;
   }
   for (const auto& slot : slots) ::unlink(slot.c_str());  // a leftover is found at start and seen to be held
   io::fsync_path(root_ / kIncoming);
 }
 
-std::vector<fs::path> RoundStore::take_filled_slots() {
+void RoundStore::recover_filled_slots(const std::function<void(const fs::path&)>& recover) {
+  std::vector<fs::path> slots;
+  {
+    const std::lock_guard guard(slots_mutex_);
+    slots = filled_slots_;
+  }
+  for (const auto& slot : slots) recover(slot);
   const std::lock_guard guard(slots_mutex_);
-  return std::exchange(filled_slots_, {});
+  filled_slots_.clear();
 }
 
 void RoundStore::write_atomic(const fs::path& dest, const std::string& content) {
@@ -386,6 +412,9 @@ StoreResult RoundStore::store_file(const InstanceInfo& info, const fs::path& tmp
     ensure_study_dir(info, result.study_key);
     const std::string sop = hash_hex(info.sop_instance_uid);
     if (holds(result.study_key, sop)) {  // a re-send (e.g. after a lost acknowledgement): already part of the study
+      if (state == Written::kRecoveredSlot)
+        sync_study_folders(result.study_key);  // the slot may be its only
+                                               // durable name until then
       fs::remove(tmp);
       result.duplicate = true;
       return result;
@@ -468,8 +497,7 @@ std::optional<StudyRound> RoundStore::seal(const std::string& study_key) {
   io::fsync_path(dir / kRounds);
   // 2. the instances join the study's; a crash here is finished by the next start (migrate_legacy_rounds)
   io::make_dir_durable(dir / kInstances);
-  for (const auto& f : fresh) io::rename_into(f, dir / kInstances / f.filename());
-  io::fsync_path(dir / kInstances);
+  move_durably(fresh, dir / kInstances);
   fs::remove(open_dir);
   io::fsync_path(dir);
   auto sealed = read_round(study_key, next);
@@ -519,15 +547,13 @@ void RoundStore::migrate_legacy_rounds() {
     if (numbers.empty() || !fs::exists(dir / kOpen)) continue;
     const auto covered = read_lines(dir / kRounds / std::to_string(numbers.back()) / kInputs);
     const std::set<std::string> cover(covered.begin(), covered.end());
-    bool moved = false;
+    std::vector<fs::path> covered_files;
     for (const auto& f : dicom_files(dir / kOpen)) {
-      if (cover.count(f.stem().string()) == 0) continue;
-      io::make_dir_durable(dir / kInstances);
-      io::rename_into(f, dir / kInstances / f.filename());
-      moved = true;
+      if (cover.count(f.stem().string()) != 0) covered_files.push_back(f);
     }
-    if (moved) {
-      io::fsync_path(dir / kInstances);
+    if (!covered_files.empty()) {
+      io::make_dir_durable(dir / kInstances);
+      move_durably(covered_files, dir / kInstances);
       std::error_code ec;
       fs::remove(dir / kOpen, ec);  // only when nothing else is open, so the next instance counts as late
       io::fsync_path(dir);
@@ -752,6 +778,7 @@ RetentionReport RoundStore::sweep(const RetentionPolicy& policy, double now) {
     double since = 0;
     std::uintmax_t bytes = 0;
   };
+  if (recovery_pending()) return {};  // recover_filled_slots first: the slots' studies must not go before
   sync_incoming();  // a power cut must not bring back, from its slot, an instance of a study removed here
   RetentionReport report;
   std::vector<Final> finals;

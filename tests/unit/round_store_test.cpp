@@ -390,7 +390,7 @@ TEST(RoundStore, SlotsAreEmptyDurableFilesAndOnlyFilledOnesAreHandedBackAtTheNex
   const fs::path linked = dir.path() / "incoming" / "z-linked.slot";
   {
     RoundStore store(dir.path());
-    EXPECT_TRUE(store.take_filled_slots().empty());
+    store.recover_filled_slots([](const fs::path& slot) { ADD_FAILURE() << slot; });
     const fs::path slot = store.take_slot();
     EXPECT_EQ(slot.parent_path(), dir.path() / "incoming");
     EXPECT_TRUE(fs::exists(slot));
@@ -408,17 +408,53 @@ TEST(RoundStore, SlotsAreEmptyDurableFilesAndOnlyFilledOnesAreHandedBackAtTheNex
     std::set<fs::path> distinct{slot, kept, left_empty};
     for (int i = 0; i < 40; ++i) distinct.insert(store.take_slot());  // past one batch of slots
     EXPECT_EQ(distinct.size(), 43U);
+    const auto done = sealed(store, {"9.1"}, "7.9");  // a study retention may remove, once the slots are recovered
+    classify(store, done);
+    deliver(store, done);
   }
   RoundStore again(dir.path());  // the clean stop removed the slots linked into synced folders
-  EXPECT_EQ(again.take_filled_slots(), (std::vector<fs::path>{kept, linked}));
-  EXPECT_TRUE(again.take_filled_slots().empty());  // handed out once
   EXPECT_FALSE(fs::exists(left_empty));
   EXPECT_EQ(files_in(dir.path() / "incoming"), 2U);
-  // the crash's linked slot is seen to be held already: removed, and the study keeps its one instance
-  const auto again_stored = again.store_file(instance("1.2.3.4.5"), linked, 0, nephra::store::Written::kRecoveredSlot);
+  // retention waits for the recovery: a leftover slot's study must not be removed before it is seen to hold it
+  const nephra::store::RetentionPolicy policy{24, 168, 0};
+  EXPECT_EQ(again.sweep(policy, now() + 200 * kHour).studies, 0U);
+  std::vector<fs::path> handed;
+  nephra::store::StoreResult again_stored;
+  again.recover_filled_slots([&](const fs::path& slot) {
+    handed.push_back(slot);
+    if (slot == linked) {  // the crash's linked slot is seen to be held already: removed, the study keeps one
+      again_stored = again.store_file(instance("1.2.3.4.5"), slot, 0, nephra::store::Written::kRecoveredSlot);
+    }
+  });
+  EXPECT_EQ(handed, (std::vector<fs::path>{kept, linked}));
+  again.recover_filled_slots([](const fs::path& slot) { ADD_FAILURE() << slot; });  // handed out once
   EXPECT_TRUE(again_stored.duplicate);
   EXPECT_FALSE(fs::exists(linked));
   EXPECT_EQ(files_in(again.study_dir(again_stored.study_key) / "open"), 1U);
+  EXPECT_EQ(again.sweep(policy, now() + 200 * kHour).studies, 1U);  // the done study, now that slots are recovered
+}
+
+TEST(RoundStore, ASealInterruptedAfterLinkingFinishesAtTheNextStartWithEachInstanceOnce) {
+  nephra::test::TempDir dir;
+  std::string key;
+  {
+    RoundStore store(dir.path());
+    key = store.store(instance("1.2.3.4.5"), writes("x")).study_key;
+    store.store(instance("1.2.3.4.6"), writes("y"));
+    ASSERT_TRUE(store.seal(key).has_value());
+    EXPECT_FALSE(fs::exists(store.study_dir(key) / "open"));
+    EXPECT_EQ(files_in(store.study_dir(key) / "instances"), 2U);
+    // as a crash between the links into instances/ and the removal from open/ would leave the next seal
+    store.store(instance("1.2.3.4.7"), writes("z"));
+    ASSERT_TRUE(store.seal(key).has_value());
+    fs::create_directories(store.study_dir(key) / "open");
+    const fs::path sealed = fs::directory_iterator(store.study_dir(key) / "instances")->path();
+    fs::create_hard_link(sealed, store.study_dir(key) / "open" / sealed.filename());
+  }
+  RoundStore again(dir.path());
+  EXPECT_FALSE(fs::exists(again.study_dir(key) / "open"));
+  EXPECT_EQ(files_in(again.study_dir(key) / "instances"), 3U);
+  EXPECT_FALSE(again.seal(key).has_value());  // nothing open: no new round
 }
 
 TEST(RoundStore, ConcurrentReceiversEachGetTheirOwnSlotsAndEveryInstanceIsStored) {

@@ -70,7 +70,7 @@ enum class Written {
   // A slot from take_slot(), its data synced: its name in incoming/ is durable too, so the instance is safe
   // before the study folder it is linked into is synced (a crash leaves it in its slot, found again at start).
   kSyncedSlot,
-  // A slot take_filled_slots() handed back: synced here, and left where it is if it cannot be stored (it may
+  // A slot recover_filled_slots() handed back: synced here, and left where it is if it cannot be stored (it may
   // have been acknowledged).
   kRecoveredSlot,
 };
@@ -192,9 +192,10 @@ class RoundStore {
   // An empty file in incoming/ whose name is already durable, for a writer that streams an instance into it and
   // syncs its data (Written::kSyncedSlot): one sync per instance instead of two. Throws IoError.
   std::filesystem::path take_slot();
-  // Slots a crash left holding data, found at start (handed out once): each is an instance to check and store
-  // again (store_file) or to remove; until then they stay where they are.
-  std::vector<std::filesystem::path> take_filled_slots();
+  // Hands each slot a crash left holding data to `recover` (once, in order): an instance to check and store again
+  // (store_file with Written::kRecoveredSlot) or to remove. Retention sweeps nothing until this has run, so a
+  // study a leftover slot belongs to is never removed first and then made again from it.
+  void recover_filled_slots(const std::function<void(const std::filesystem::path&)>& recover);
 
   // Space available to us on the store's file system (0 when it cannot be read).
   [[nodiscard]] std::uintmax_t free_bytes() const;
@@ -262,7 +263,7 @@ class RoundStore {
   std::mutex unsynced_mutex_;
   std::set<std::filesystem::path> unsynced_folders_;  // open/ folders slots were linked into since the last sync
   std::vector<std::filesystem::path> linked_slots_;   // those slots: removed once their folders are synced
-  std::vector<std::filesystem::path> filled_slots_;   // found at start; guarded by slots_mutex_
+  std::vector<std::filesystem::path> filled_slots_;   // found at start, until recovered; guarded by slots_mutex_
   mutable std::mutex recent_mutex_;
   mutable std::map<std::pair<std::string, int>, RoundView> recent_;  // by (study key, round)
 
@@ -272,6 +273,8 @@ class RoundStore {
   [[nodiscard]] bool holds(const std::string& study_key, const std::string& sop_hash) const;
   [[nodiscard]] std::vector<std::filesystem::path> make_slots();
   void sync_incoming();
+  void sync_study_folders(const std::string& study_key);
+  [[nodiscard]] bool recovery_pending();
   void ensure_study_dir(const InstanceInfo& info, const std::string& key);
   void write_atomic(const std::filesystem::path& dest, const std::string& content);
   void write_record(const StudyRound& round, const RoundRecord& record);
