@@ -18,9 +18,10 @@
 # here nephrad runs with tests/powercut/powercut.cpp preloaded, which records what each fsync made durable, and
 # after each kill the spool is rebuilt as a machine that lost power would find it (tests/powercut/rebuild.py: a
 # file's contents as at its last fsync, a folder's entries as at its last fsync, nothing else) before the node
-# starts again on it. Every other run of the node also models ext4 without a journal, where the first fsync of a new
-# file syncs its folder as well (NEPHRA_POWERCUT_SYNC_PARENT, tests/powercut/powercut.cpp). --forget-fsync TEXT makes every fsync of a path containing TEXT count for nothing: the run
-# must then fail, which shows the check would catch a missing fsync.
+# starts again on it. Every other run of the node also models ext4 without a journal, where the first fsync of a
+# new file syncs its folder as well (NEPHRA_POWERCUT_SYNC_PARENT, tests/powercut/powercut.cpp). --forget-fsync TEXT
+# makes every fsync of a path containing TEXT count for nothing: the run must then fail, which shows the check
+# would catch a missing fsync.
 #
 # CT: by default six abdominal slices (1-060..1-065) of the shared 134-slice TCIA series; --small (or no ../shared)
 # uses the committed 5-slice fixture. The shipped study rule finds nothing on either (one SR series expected, no
@@ -129,9 +130,10 @@ start_node() {
   if [ "$powercut" = 1 ]; then
     local records=$work/powercut/run
     rm -rf "$records" && mkdir -p "$records"
-    cut_model=$([ $((starts % 2)) = 1 ] && echo ext4-nojournal || echo strict)
+    local sync_parent=$((starts % 2))
+    cut_model=$([ "$sync_parent" = 1 ] && echo ext4-nojournal || echo strict)
     LD_PRELOAD=$cut_lib NEPHRA_POWERCUT_ROOT=$spool_real NEPHRA_POWERCUT_RECORDS=$records \
-      NEPHRA_POWERCUT_FORGET=$forget NEPHRA_POWERCUT_SYNC_PARENT=$((starts % 2)) \
+      NEPHRA_POWERCUT_FORGET=$forget NEPHRA_POWERCUT_SYNC_PARENT=$sync_parent \
       "$nephrad" --config "$cfg" >>"$log" 2>&1 &
   else
     "$nephrad" --config "$cfg" >>"$log" 2>&1 &

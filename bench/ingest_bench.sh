@@ -96,10 +96,9 @@ JSON
 }
 
 # Prints seconds to write every file durably, one after the other. MODE "rename": write a new temporary file,
-# fsync, rename into the folder, fsync the folder (two journal commits per file). MODE "slot": write into an
-# slot: empty file whose name was made durable beforehand (not timed), fdatasync, link into the folder without
-# syncing it; every 32 files the folder is synced and those slots removed (the node's protocol, less its own
-# slot making).
+# fsync, rename into the folder, fsync the folder (two syncs per file). MODE "slot": write into an empty file whose
+# name was made durable beforehand (not timed), fdatasync, link into the folder without syncing it; every 32 files
+# the folder is synced and those empty files' names removed (the node's protocol, less its own slot making).
 run_disk() {
   rm -rf "$work/disk" && mkdir -p "$work/disk/tmp" "$work/disk/open"
   /usr/bin/python3 - "$work/in" "$work/disk" "$senders" "${1:-rename}" <<'PY'

@@ -11,24 +11,22 @@ import argparse
 import sys
 from pathlib import Path
 
+import numpy as np
+
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from calibrate_ood import fit_temperature  # noqa: E402
 from paths import CLASSES, REPO  # noqa: E402
-from study_rule import FINDINGS, OOF, RUNS, THRESHOLDS, Studies, load  # noqa: E402
+from study_rule import FINDINGS, OOF, Studies, choose, decide, load  # noqa: E402
 
 
-def ceiling(runs, cls, finding, max_normal, min_threshold, min_run):
-    """(studies found, threshold, run) at the best grid point, on all studies at once."""
-    normal, pos = cls == 0, cls == CLASSES.index(finding)
-    best = (0, None, None)
-    for k in (r for r in RUNS if r >= min_run):
-        present = runs[finding] >= k
-        for j, t in enumerate(THRESHOLDS):
-            if t >= min_threshold - 1e-9 and present[normal, j].sum() <= max_normal:
-                if present[pos, j].sum() > best[0]:
-                    best = (int(present[pos, j].sum()), float(t), k)
-    return best
+def ceiling(studies, runs, temperature, finding, max_normal, min_threshold, min_run):
+    """(studies found, threshold, run): study_rule.choose on all studies at once, applied to the same studies."""
+    normal = int((studies.cls == 0).sum())
+    rule = choose(runs, studies.cls, np.ones(len(studies.cls), bool), (max_normal + 0.5) / normal, min_threshold,
+                  min_run)
+    found = decide(studies, temperature, rule)[finding][studies.cls == CLASSES.index(finding)]
+    return int(found.sum()), rule[finding]["threshold"], rule[finding]["min_run_slices"]
 
 
 def main():
@@ -44,8 +42,8 @@ def main():
           f"{int((studies.cls == 0).sum())} Normal studies called per finding")
     for finding in FINDINGS:
         n = int((studies.cls == CLASSES.index(finding)).sum())
-        free = ceiling(runs, studies.cls, finding, args.max_normal, 0.0, 1)
-        floors = ceiling(runs, studies.cls, finding, args.max_normal, 0.5, 3)
+        free = ceiling(studies, runs, temperature, finding, args.max_normal, 0.0, 1)
+        floors = ceiling(studies, runs, temperature, finding, args.max_normal, 0.5, 3)
         print(f"  {finding:5s} any rule: {free[0]}/{n} = {free[0] / n:.2f} (p >= {free[1]}, {free[2]} slices); "
               f"with the shipped floors (p >= 0.5, >= 3 slices): {floors[0]}/{n} = {floors[0] / n:.2f}")
 

@@ -57,9 +57,10 @@ void enter_state(RoundRecord& r, RoundState state, std::string reason) {
 // earlier move a crash cut short).
 void move_durably(const std::vector<fs::path>& files, const fs::path& to) {
   for (const auto& f : files) {
-    if (::link(f.c_str(), (to / f.filename()).c_str()) != 0 && errno != EEXIST) {
-      const int err = errno;
-      throw IoError("link " + f.filename().string() + ": " + std::strerror(err), err);
+    try {
+      io::link_into(f, to / f.filename());
+    } catch (const IoError& err) {
+      if (err.error_number() != EEXIST) throw;
     }
   }
   io::fsync_path(to);
@@ -301,8 +302,9 @@ bool RoundStore::recovery_pending() {
 }
 
 void RoundStore::sync_study_folders(const std::string& study_key) {
+  const fs::path dir = study_dir(study_key);
   for (const char* folder : {kOpen, kInstances}) {
-    if (fs::exists(study_dir(study_key) / folder)) io::fsync_path(study_dir(study_key) / folder);
+    if (fs::exists(dir / folder)) io::fsync_path(dir / folder);
   }
 }
 
@@ -412,9 +414,8 @@ StoreResult RoundStore::store_file(const InstanceInfo& info, const fs::path& tmp
     ensure_study_dir(info, result.study_key);
     const std::string sop = hash_hex(info.sop_instance_uid);
     if (holds(result.study_key, sop)) {  // a re-send (e.g. after a lost acknowledgement): already part of the study
-      if (state == Written::kRecoveredSlot)
-        sync_study_folders(result.study_key);  // the slot may be its only
-                                               // durable name until then
+      // after a crash that was no power cut, a recovered slot may be the only durable name until these are synced
+      if (state == Written::kRecoveredSlot) sync_study_folders(result.study_key);
       fs::remove(tmp);
       result.duplicate = true;
       return result;
