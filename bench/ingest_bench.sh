@@ -5,7 +5,8 @@
 # what nephrad must do per instance, with no network and no DICOM), same disk, same sender, same run.
 #   bench/ingest_bench.sh [BUILD_DIR] [COPIES] [REPEATS] [SENDERS]
 # SENDERS (default 1): that many storescu associations at once, each sending its share of the studies (and the
-# disk script as that many writers at once).
+# disk script as that many writers at once). NEPHRA_BENCH_NODE: extra lines for the node's [node] table, to compare
+# settings (e.g. NEPHRA_BENCH_NODE='max_pdu_bytes = 65536').
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build/release}"
@@ -60,6 +61,7 @@ run_nephrad() {
 ae_title = "NEPHRA"
 port = $port
 spool_dir = "$work/spool"
+${NEPHRA_BENCH_NODE:-}
 [study]
 stable_seconds = 600
 [log]
@@ -152,10 +154,14 @@ have_orthanc=0
 command -v Orthanc >/dev/null && have_orthanc=1
 printf "%-4s %-8s %-13s %-11s %-10s %-10s %-13s %-18s %-17s %-16s\n" run disk/s disk-slot/s storescp/s orthanc/s \
   nephrad/s nephrad/disk nephrad/disk-slot nephrad/storescp nephrad/orthanc
+ratios_disk=()
+ratios_orthanc=()
 for r in $(seq 1 "$repeats"); do
   d=$(run_disk rename); ds=$(run_disk slot); a=$(run_storescp); b=$(run_nephrad)
   o=""
   [ "$have_orthanc" = 1 ] && o=$(run_orthanc)
+  ratios_disk+=("$(echo "$d / $b" | bc -l)")
+  [ -n "$o" ] && ratios_orthanc+=("$(echo "$o / $b" | bc -l)")
   printf "%-4s %-8.0f %-13.0f %-11.0f %-10s %-10.0f %-13.2f %-18.2f %-17.2f %-16s\n" "$r" "$(echo "$n / $d" | bc -l)" \
     "$(echo "$n / $ds" | bc -l)" "$(echo "$n / $a" | bc -l)" \
     "${o:+$(echo "$n / $o" | bc -l | xargs printf '%.0f')}" "$(echo "$n / $b" | bc -l)" \
@@ -163,3 +169,12 @@ for r in $(seq 1 "$repeats"); do
     "${o:+$(echo "$o / $b" | bc -l | xargs printf '%.2f')}"
 done
 [ "$have_orthanc" = 1 ] || echo "(Orthanc not installed: its column is empty)"
+# The disk's own rate moves between repeats (a virtual disk): the median over repeats is the figure to compare.
+summary() { # NAME TARGET RATIO...
+  /usr/bin/python3 -c 'import statistics, sys
+name, target, r = sys.argv[1], float(sys.argv[2]), sorted(map(float, sys.argv[3:]))
+print("%s: median %.2f over %d repeats (%.2f-%.2f), at or above %.1f in %d" % (name, statistics.median(r), len(r),
+      r[0], r[-1], target, sum(x >= target for x in r)))' "$@"
+}
+summary nephrad/disk 0.8 "${ratios_disk[@]}"
+if [ "${#ratios_orthanc[@]}" -gt 0 ]; then summary nephrad/orthanc 3 "${ratios_orthanc[@]}"; fi
