@@ -6,7 +6,7 @@
 #   bench/ingest_bench.sh [BUILD_DIR] [COPIES] [REPEATS] [SENDERS]
 # SENDERS (default 1): that many storescu associations at once, each sending its share of the studies (and the
 # disk script as that many writers at once). NEPHRA_BENCH_NODE: extra lines for the node's [node] table, to compare
-# settings (e.g. NEPHRA_BENCH_NODE='max_pdu_bytes = 65536').
+# settings (e.g. NEPHRA_BENCH_NODE='max_pdu_bytes = 131072').
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 build="${1:-$root/build/release}"
@@ -160,13 +160,14 @@ for r in $(seq 1 "$repeats"); do
   d=$(run_disk rename); ds=$(run_disk slot); a=$(run_storescp); b=$(run_nephrad)
   o=""
   [ "$have_orthanc" = 1 ] && o=$(run_orthanc)
-  ratios_disk+=("$(echo "$d / $b" | bc -l)")
-  [ -n "$o" ] && ratios_orthanc+=("$(echo "$o / $b" | bc -l)")
+  rd=$(echo "$d / $b" | bc -l)
+  ro="${o:+$(echo "$o / $b" | bc -l)}"
+  ratios_disk+=("$rd")
+  [ -n "$ro" ] && ratios_orthanc+=("$ro")
   printf "%-4s %-8.0f %-13.0f %-11.0f %-10s %-10.0f %-13.2f %-18.2f %-17.2f %-16s\n" "$r" "$(echo "$n / $d" | bc -l)" \
     "$(echo "$n / $ds" | bc -l)" "$(echo "$n / $a" | bc -l)" \
     "${o:+$(echo "$n / $o" | bc -l | xargs printf '%.0f')}" "$(echo "$n / $b" | bc -l)" \
-    "$(echo "$d / $b" | bc -l)" "$(echo "$ds / $b" | bc -l)" "$(echo "$a / $b" | bc -l)" \
-    "${o:+$(echo "$o / $b" | bc -l | xargs printf '%.2f')}"
+    "$rd" "$(echo "$ds / $b" | bc -l)" "$(echo "$a / $b" | bc -l)" "${ro:+$(printf '%.2f' "$ro")}"
 done
 [ "$have_orthanc" = 1 ] || echo "(Orthanc not installed: its column is empty)"
 # The disk's own rate moves between repeats (a virtual disk): the median over repeats is the figure to compare.
