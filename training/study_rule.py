@@ -16,7 +16,6 @@ import gzip
 import json
 import re
 import sys
-from collections import defaultdict
 from pathlib import Path
 
 import numpy as np
@@ -136,6 +135,26 @@ def decide(studies, temperature, rule):
                          for idx in studies.slices]) for c in FINDINGS}
 
 
+def nested_decisions(st, max_ffr, min_threshold, min_run):
+    """Every fold's studies decided by the temperature and rule chosen on the other folds only: ({finding:
+    bool[studies]}, the temperature of every slice, {fold: its temperature and rule})."""
+    present = {c: np.zeros(len(st.ids), bool) for c in FINDINGS}
+    t_by_slice = np.ones(len(st.y))
+    per_fold = {}
+    for f in sorted(set(st.fold.tolist())):
+        inner = st.fold != f
+        if not inner.any():
+            raise SystemExit("nested selection needs at least two folds")
+        temperature = fit_temperature(st.logits[inner], st.y[inner])
+        t_by_slice[~inner] = temperature
+        rule = choose(st.runs(temperature), st.cls, st.sfold != f, max_ffr, min_threshold, min_run)
+        held = st.sfold == f
+        for c, flags in decide(st, temperature, rule).items():
+            present[c][held] = flags[held]
+        per_fold[f] = {"temperature": round(temperature, 4), "rule": rule}
+    return present, t_by_slice, per_fold
+
+
 def rate_ci(flags, rng):
     flags = np.asarray(flags, float)
     if len(flags) == 0:
@@ -223,22 +242,7 @@ def main():
     st = Studies(study, fold, logits, y)
     folds = sorted(set(fold.tolist()))
 
-    # nested: every choice for a fold is made on the other folds only
-    nested_present = {c: np.zeros(len(st.ids), bool) for c in FINDINGS}
-    t_by_slice = np.ones(len(y))
-    per_fold = {}
-    for f in folds:
-        inner = fold != f
-        if not inner.any():
-            raise SystemExit("nested selection needs at least two folds")
-        temperature = fit_temperature(logits[inner], y[inner])
-        t_by_slice[~inner] = temperature
-        runs = st.runs(temperature)
-        rule = choose(runs, st.cls, st.sfold != f, args.max_ffr, args.min_threshold, args.min_run)
-        held = st.sfold == f
-        for c, flags in decide(st, temperature, rule).items():
-            nested_present[c][held] = flags[held]
-        per_fold[f] = {"temperature": round(temperature, 4), "rule": rule}
+    nested_present, t_by_slice, per_fold = nested_decisions(st, args.max_ffr, args.min_threshold, args.min_run)
 
     # what ships: the same choice on every fold
     temperature = fit_temperature(logits, y)

@@ -62,6 +62,20 @@ class StudyRule(unittest.TestCase):
                 self.assertGreaterEqual(rule[c]["min_run_slices"], 2, c)  # only the run length tells spikes apart
                 self.assertGreater(present[c][st.cls == CLASSES.index(c)].mean(), 0.9, c)
 
+    def test_missed_studies_are_the_nested_misses(self):
+        with tempfile.TemporaryDirectory() as tmp:
+            write_folds(tmp, studies=28, seed=1)
+            out = Path(tmp) / "out"
+            subprocess.run([sys.executable, str(HERE / "study_rule.py"), "--oof", tmp, "--out", str(out),
+                            "--manifest", str(Path(tmp) / "absent.json")], check=True, capture_output=True)
+            subprocess.run([sys.executable, str(HERE / "missed_studies.py"), "--oof", tmp, "--out", str(out)],
+                           check=True, capture_output=True)
+            nested = json.loads((out / "study_rule.json").read_text())["nested"]["sensitivity"]
+            missed = json.loads((out / "missed_studies.json").read_text())["findings"]
+            for c in study_rule.FINDINGS:
+                self.assertEqual(missed[c]["found"], nested[c]["hits"], c)
+                self.assertEqual(missed[c]["found"] + len(missed[c]["missed"]), nested[c]["n"], c)
+
     def test_script_writes_nested_figures_and_refuses_the_manifest_without_five_folds(self):
         with tempfile.TemporaryDirectory() as tmp:
             write_folds(tmp)
