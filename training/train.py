@@ -91,15 +91,16 @@ def scores(logits, y):
             "f1": [float(v) for v in f1_score(y, pred, average=None, labels=range(4), zero_division=0)]}
 
 
-def group_weights(rel, y):
-    """Per-image sampling weights: every class the same mass, and within a class a study's share grows only with the
-    square root of its slice count, so a few long runs of near-identical slices do not dominate the epoch."""
+def group_weights(rel, y, class_mass=(1, 1, 1, 1)):
+    """Per-image sampling weights: every class the same mass (or class_mass's shares), and within a class a study's
+    share grows only with the square root of its slice count, so a few long runs of near-identical slices do not
+    dominate the epoch."""
     keys = [group_of(r) for r in rel]
     size = Counter(keys)
     w = np.array([size[k] ** -0.5 for k in keys])
     for c in range(4):
         if (y == c).any():
-            w[y == c] /= w[y == c].sum()
+            w[y == c] *= class_mass[c] / w[y == c].sum()
     return w / w.sum()
 
 
@@ -195,6 +196,8 @@ def main():
                         "inverse-frequency class weights of the loss); strata: the same, and each view (axial, "
                         "coronal) and rendering cluster a mass within its class growing with the square root of "
                         "its studies")
+    p.add_argument("--class-mass", type=lambda t: [float(v) for v in t.split(",")], default=[1.0, 1.0, 1.0, 1.0],
+                   help="with --sampling group: each class's share of an epoch, Normal,Cyst,Stone,Tumor (relative)")
     p.add_argument("--counterfactual", type=float, default=0.0,
                    help="share of the training samples that are a Normal axial slice with found kidneys and a "
                         "synthetic cyst or stone, and as many that are such a slice as it is (counterfactual.py; "
@@ -220,7 +223,8 @@ def main():
     class_w = torch.tensor(len(ytr) / (4 * np.maximum(counts, 1)), dtype=torch.float32)
     weights = None
     if args.sampling in ("group", "strata"):
-        weights = (group_weights if args.sampling == "group" else strata_weights)(rtr, ytr)
+        weights = (group_weights(rtr, ytr, args.class_mass) if args.sampling == "group"
+                   else strata_weights(rtr, ytr))
         class_w = torch.ones(4)
     pool = counterfactual_pool(rtr, xtr, ytr) if args.counterfactual > 0 else {}
     if pool:

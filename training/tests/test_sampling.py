@@ -33,6 +33,9 @@ class Sampling(unittest.TestCase):
                 mass[cell] += w
             return max(max(v for k, v in mass.items() if k[0] == c) / 0.25 for c in range(4))
         self.assertLess(spread(strata_weights(rel, y)), spread(group_weights(rel, y)))
+        heavy = group_weights(rel, y, (1, 1, 1, 2))
+        self.assertAlmostEqual(heavy[y == 3].sum(), 0.4, places=9)
+        self.assertAlmostEqual(heavy[y == 0].sum(), 0.2, places=9)
 
     def test_rendering_jitter_keeps_shape_and_type(self):
         rng = np.random.default_rng(0)
