@@ -63,7 +63,8 @@ def main():
         print(f"{c}: found {res['findings'][c]['found']}/{len(of_class)}; {short} studies shorter than the run "
               f"their fold's rule needs")
         for m in missed:
-            print(f"  {m['study']:<10} fold {m['fold']} {m['slices']:>4} slices{' (too short)' if m['shorter_than_run'] else ''}"
+            short_note = " (too short)" if m["shorter_than_run"] else ""
+            print(f"  {m['study']:<10} fold {m['fold']} {m['slices']:>4} slices{short_note}"
                   f"  max p {m['max_p']:.2f}  run {m['longest_run_at_threshold']}/{m['rule']['min_run_slices']}"
                   f"  called {m['slices_called']}  {m['view']}")
     out = Path(args.out)

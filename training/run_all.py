@@ -53,12 +53,13 @@ GENERIC_FEATURES = {"train": RECIPE["train"] + ["--freeze-blocks", "4", "--freez
 # tumor-mass: Tumor gets twice the share of an epoch that each other class gets (it has 26 studies, Cyst and Stone
 # about 70 each): the network spends more of its learning on the one class whose studies it misses most.
 TUMOR_MASS = {"train": RECIPE["train"] + ["--class-mass", "1,1,1,2"], "soup_epochs": None}
-# shipped-seed1: the shipped recipe with another seed (sampling, augmentation, head initialisation): how far the
+# shipped-seed1, -seed2: the shipped recipe with another seed (sampling, augmentation, head initialisation): how far the
 # same recipe moves by chance, the yardstick for every difference between recipes above.
 SHIPPED_SEED1 = {"train": RECIPE["train"] + ["--seed", "1"], "soup_epochs": None}
+SHIPPED_SEED2 = {"train": RECIPE["train"] + ["--seed", "2"], "soup_epochs": None}
 RECIPES = {"shipped": RECIPE, "candidate": CANDIDATE, "counterfactual": COUNTERFACTUAL, "longer": LONGER,
            "small-lesions": SMALL_LESIONS, "generic-features": GENERIC_FEATURES, "tumor-mass": TUMOR_MASS,
-           "shipped-seed1": SHIPPED_SEED1}
+           "shipped-seed1": SHIPPED_SEED1, "shipped-seed2": SHIPPED_SEED2}
 TINY = {"train": ["--tiny", "40", "--stage1", "160:1", "--stage2", "224:2", "--max-steps", "2", "--bs", "8",
                   "--sampling", "group", "--snapshots", "--patience", "99"],
         "soup_epochs": "1-2"}
