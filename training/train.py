@@ -100,7 +100,7 @@ def group_weights(rel, y, class_mass=(1, 1, 1, 1)):
     w = np.array([size[k] ** -0.5 for k in keys])
     for c in range(4):
         if (y == c).any():
-            w[y == c] *= class_mass[c] / w[y == c].sum()
+            w[y == c] = w[y == c] / w[y == c].sum() * class_mass[c]
     return w / w.sum()
 
 
@@ -222,6 +222,10 @@ def main():
     counts = np.bincount(ytr, minlength=4)
     class_w = torch.tensor(len(ytr) / (4 * np.maximum(counts, 1)), dtype=torch.float32)
     weights = None
+    if len(args.class_mass) != 4 or min(args.class_mass) <= 0:
+        p.error("--class-mass takes four positive shares: Normal,Cyst,Stone,Tumor")
+    if args.class_mass != [1.0, 1.0, 1.0, 1.0] and args.sampling != "group":
+        p.error("--class-mass needs --sampling group")
     if args.sampling in ("group", "strata"):
         weights = (group_weights(rtr, ytr, args.class_mass) if args.sampling == "group"
                    else strata_weights(rtr, ytr))

@@ -65,6 +65,16 @@ class StudyRule(unittest.TestCase):
     def test_missed_studies_are_the_nested_misses(self):
         with tempfile.TemporaryDirectory() as tmp:
             write_folds(tmp, studies=28, seed=1)
+            fold0 = Path(tmp) / "fold0.csv.gz"
+            with gzip.open(fold0, "rt", newline="") as g:
+                rows = list(csv.reader(g))
+            loud_tumor = ["0.0", "0.0", "0.0", "6.0"]
+            quiet = ["2.0", "0.0", "0.0", "0.0"]
+            rows.append(["Tumor/Tumor- (9000).jpg", "Tumor/one-slice", "0", "Tumor"] + loud_tumor + ["1.0"])
+            rows += [[f"Stone/Stone- ({9001 + i}).jpg", "Stone/quiet", "0", "Stone"] + quiet + ["1.0"]
+                     for i in range(10)]
+            with gzip.open(fold0, "wt", newline="") as g:
+                csv.writer(g).writerows(rows)
             out = Path(tmp) / "out"
             subprocess.run([sys.executable, str(HERE / "study_rule.py"), "--oof", tmp, "--out", str(out),
                             "--manifest", str(Path(tmp) / "absent.json")], check=True, capture_output=True)
@@ -75,6 +85,13 @@ class StudyRule(unittest.TestCase):
             for c in study_rule.FINDINGS:
                 self.assertEqual(missed[c]["found"], nested[c]["hits"], c)
                 self.assertEqual(missed[c]["found"] + len(missed[c]["missed"]), nested[c]["n"], c)
+            by_id = {m["study"]: m for c in study_rule.FINDINGS for m in missed[c]["missed"]}
+            self.assertTrue(by_id["Tumor/one-slice"]["shorter_than_run"])
+            self.assertEqual(by_id["Tumor/one-slice"]["slices_called"], {"Tumor": 1})
+            self.assertFalse(by_id["Stone/quiet"]["shorter_than_run"])
+            self.assertEqual(by_id["Stone/quiet"]["slices_called"], {"Normal": 10})
+            self.assertEqual(missed["Tumor"]["shorter_than_run"], 1)
+            self.assertEqual(missed["Stone"]["missed"][0]["study"], "Stone/quiet")  # long misses before short ones
 
     def test_script_writes_nested_figures_and_refuses_the_manifest_without_five_folds(self):
         with tempfile.TemporaryDirectory() as tmp:

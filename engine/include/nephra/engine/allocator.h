@@ -19,7 +19,8 @@ inline constexpr int kMallocArenas = 2;
 inline void tune_allocator_for_images() {
   mallopt(M_MMAP_THRESHOLD, 32 << 20);
   mallopt(M_TRIM_THRESHOLD, 64 << 20);
-  // An operator's MALLOC_ARENA_MAX (e.g. the unit's Environment=) wins over the built-in cap.
+  // An operator's MALLOC_ARENA_MAX (e.g. the unit's Environment=) wins over the built-in cap; an arena_max given
+  // through GLIBC_TUNABLES does not (mallopt runs after it).
   if (std::getenv("MALLOC_ARENA_MAX") == nullptr) mallopt(M_ARENA_MAX, kMallocArenas);
 }
 
