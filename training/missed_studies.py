@@ -48,7 +48,7 @@ def main():
             short += too_short
             if present[c][i]:
                 continue
-            prob = np.stack([softmax(st.logits[j:j + 1], t_by_slice[j])[0] for j in idx])
+            prob = softmax(st.logits[idx], t_by_slice[idx[0]])  # a study lies in one fold: one temperature
             called = Counter(CLASSES[k] for k in prob.argmax(1))
             tags = views.get(st.ids[i], {})
             missed.append({"study": st.ids[i], "fold": int(st.sfold[i]), "slices": int(len(idx)),

@@ -213,6 +213,10 @@ def main():
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--seed", type=int, default=0)
     args = p.parse_args()
+    if len(args.class_mass) != 4 or min(args.class_mass) <= 0:
+        p.error("--class-mass takes four positive shares: Normal,Cyst,Stone,Tumor")
+    if args.class_mass != [1.0, 1.0, 1.0, 1.0] and args.sampling != "group":
+        p.error("--class-mass needs --sampling group")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -222,10 +226,6 @@ def main():
     counts = np.bincount(ytr, minlength=4)
     class_w = torch.tensor(len(ytr) / (4 * np.maximum(counts, 1)), dtype=torch.float32)
     weights = None
-    if len(args.class_mass) != 4 or min(args.class_mass) <= 0:
-        p.error("--class-mass takes four positive shares: Normal,Cyst,Stone,Tumor")
-    if args.class_mass != [1.0, 1.0, 1.0, 1.0] and args.sampling != "group":
-        p.error("--class-mass needs --sampling group")
     if args.sampling in ("group", "strata"):
         weights = (group_weights(rtr, ytr, args.class_mass) if args.sampling == "group"
                    else strata_weights(rtr, ytr))
