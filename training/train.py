@@ -154,6 +154,26 @@ def batches(x, y, bs, res, rng, aug=True, weights=None, render=False, pool=None,
         yield to_input(imgs), torch.from_numpy(np.array([lab for _, lab in pairs], dtype=y.dtype))
 
 
+def load_teachers(spec, fold):
+    """The networks whose averaged softened probabilities the student also learns (--teachers): each a run folder's
+    final.pt, "{fold}" replaced by the fold held out, so a fold's student learns only from teachers that never saw
+    that fold."""
+    nets = []
+    for path in (p for p in spec.split(",") if p):
+        net = build_model(pretrained=False)
+        net.load_state_dict(torch.load(Path(path.format(fold=fold)) / "final.pt", map_location="cpu"))
+        nets.append(net.eval())
+    return nets
+
+
+def distillation_loss(logits, teachers, xb, temperature, teacher_logits=lambda net, x: forward_all(net, x)[0]):
+    """KL divergence from the teachers' mean probability at `temperature` to the student's, times temperature**2
+    (Hinton et al. 2015), so its gradient keeps the cross-entropy's scale whatever the temperature."""
+    with torch.no_grad():
+        target = torch.stack([F.softmax(teacher_logits(t, xb) / temperature, 1) for t in teachers]).mean(0)
+    return F.kl_div(F.log_softmax(logits / temperature, 1), target, reduction="batchmean") * temperature ** 2
+
+
 @torch.no_grad()
 def update_ema(ema, net, decay):
     """decay 0 copies the weights (stage 1, and the EMA switched off)."""
@@ -208,6 +228,12 @@ def main():
     p.add_argument("--gentle-degradation", action="store_true",
                    help="blur, noise and JPEG mild enough to keep a lesion of a few pixels, no salt-and-pepper "
                         "(augment.intensity)")
+    p.add_argument("--teachers", default="",
+                   help="comma-separated run folders (\"{fold}\" stands for --fold) whose final.pt networks, "
+                        "averaged, the student also learns from (distillation; needs --distill)")
+    p.add_argument("--distill", type=float, default=0.0,
+                   help="weight of the teachers' softened probabilities in the loss, 0-1 (the labels get the rest)")
+    p.add_argument("--distill-temperature", type=float, default=2.0)
     p.add_argument("--snapshots", action="store_true",
                    help="keep the weights after every stage-2 epoch (epoch<N>.pt) for weight averaging (soup.py)")
     p.add_argument("--threads", type=int, default=2)
@@ -217,6 +243,8 @@ def main():
         p.error("--class-mass takes four positive shares: Normal,Cyst,Stone,Tumor")
     if args.class_mass != [1.0, 1.0, 1.0, 1.0] and args.sampling != "group":
         p.error("--class-mass needs --sampling group")
+    if not 0 <= args.distill <= 1 or bool(args.teachers) != (args.distill > 0):
+        p.error("--teachers and --distill (a weight in (0, 1]) go together")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -241,6 +269,7 @@ def main():
     n_full = sum(1 for s, _ in plan if s == "full") * steps_per_epoch
     warm = min(150, max(1, n_full // 10))
 
+    teachers = load_teachers(args.teachers, args.fold) if args.distill > 0 else []
     net = build_model(pretrained=True)
     head = list(net.classifier.parameters())
     opt1 = torch.optim.AdamW(head, lr=args.head_lr, weight_decay=args.wd)
@@ -306,6 +335,9 @@ def main():
             if stage == "full" and args.mixup > 0:
                 loss = lam * loss + (1 - lam) * F.cross_entropy(logits, yb[perm], weight=class_w,
                                                                 label_smoothing=args.label_smoothing)
+            if teachers:
+                loss = (1 - args.distill) * loss + args.distill * distillation_loss(
+                    logits, teachers, xb, args.distill_temperature)
             opt.zero_grad()
             loss.backward()
             opt.step()

@@ -1,5 +1,7 @@
 """(a) Protocol-balanced sampling keeps every class the same mass and flattens each class's protocol mix;
-(b) the rendering jitter returns a slice of the same size and type. Seconds; (a) skips without ../shared."""
+(b) the rendering jitter returns a slice of the same size and type; (c) the distillation loss is zero where the
+student already agrees with its teachers' average and pulls it towards it otherwise. Seconds; (a) skips without
+../shared."""
 import sys
 import unittest
 from collections import Counter
@@ -44,6 +46,28 @@ class Sampling(unittest.TestCase):
             self.assertEqual(rendering(img, rng).shape, (224, 224))
             out = augment(img, rng, 160, render=True)
             self.assertEqual((out.shape, out.dtype), ((160, 160), np.uint8))
+
+    def test_distillation_pulls_towards_the_teachers_average(self):
+        import torch
+        from train import distillation_loss
+
+        class Fixed(torch.nn.Module):  # a teacher whose logits do not depend on the input
+            def __init__(self, logits):
+                super().__init__()
+                self.logits = torch.tensor(logits)
+
+            def forward(self, x):
+                return self.logits.expand(len(x), -1)
+
+        teachers = [Fixed([2.0, 0.0, 0.0, 0.0]), Fixed([0.0, 2.0, 0.0, 0.0])]
+        xb = torch.zeros(3, 3, 8, 8)
+        mean = torch.stack([torch.softmax(t.logits / 2, 0) for t in teachers]).mean(0)
+        agree = (torch.log(mean) * 2).expand(3, -1)  # at T = 2 these logits give exactly the teachers' mean
+        self.assertAlmostEqual(float(distillation_loss(agree, teachers, xb, 2.0, lambda n, x: n(x))), 0.0, places=6)
+        student = torch.zeros(3, 4, requires_grad=True)
+        distillation_loss(student, teachers, xb, 2.0, lambda n, x: n(x)).backward()
+        # the gradient raises the two classes the teachers share between them and lowers the other two
+        self.assertTrue(bool((student.grad[:, :2] < 0).all() and (student.grad[:, 2:] > 0).all()))
 
 
 if __name__ == "__main__":
