@@ -128,30 +128,58 @@ def counterfactual_pool(rel, x, y):
     return dict(normal_axial_kidneys(rel, x, y))
 
 
-def with_counterfactual(x, y, j, pool, keys, share, rng):
-    """Sample j, or, with probability `share` each, a slice of the counterfactual pool with a synthetic cyst or
-    stone (and that label) or the same kind of slice as it is (Normal): the network sees those studies and their
-    protocol with and without a finding in equal measure."""
+def with_counterfactual(x, y, j, pool, keys, share, rng, pairs=False):
+    """[sample j], or, with probability `share` each, [a slice of the counterfactual pool with a synthetic cyst or
+    stone (and that label)] or [the same kind of slice as it is (Normal)]: the network sees those studies and their
+    protocol with and without a finding in equal measure. pairs: with probability `share`, both at once, the slice
+    with its lesion and as it is, for batches to augment alike, so the lesion is all that tells them apart."""
     r = rng.random() if share > 0 and keys else 1.0
-    if r >= 2 * share:
-        return x[j], y[j]
+    if r >= (1 if pairs else 2) * share:
+        return [(x[j], y[j])]
     k = keys[int(rng.integers(len(keys)))]
     if r >= share:
-        return x[k], y[k]
+        return [(x[k], y[k])]
     from counterfactual import add_lesion
     kind = "cyst" if rng.random() < 0.5 else "stone"
     out = add_lesion(x[k], pool[k], kind, rng)
-    return (x[k], y[k]) if out is None else (out, 1 if kind == "cyst" else 2)
+    if out is None:
+        return [(x[k], y[k])]
+    return [(out, 1 if kind == "cyst" else 2)] + ([(x[k], y[k])] if pairs else [])
 
 
-def batches(x, y, bs, res, rng, aug=True, weights=None, render=False, pool=None, share=0.0, gentle=False):
+def batches(x, y, bs, res, rng, aug=True, weights=None, render=False, pool=None, share=0.0, gentle=False,
+            pairs=False):
     order = rng.permutation(len(x)) if weights is None else rng.choice(len(x), len(x), p=weights)
     keys = sorted(pool or {})
     for i in range(0, len(order) - bs + 1 if len(order) >= bs else 1, bs):
         idx = order[i:i + bs]
-        pairs = [with_counterfactual(x, y, int(j), pool, keys, share, rng) for j in idx]
-        imgs = np.stack([augment(im, rng, res, render, gentle) if aug else resize(im, res) for im, _ in pairs])
-        yield to_input(imgs), torch.from_numpy(np.array([lab for _, lab in pairs], dtype=y.dtype))
+        groups = [with_counterfactual(x, y, int(j), pool, keys, share, rng, pairs) for j in idx]
+        imgs, labels, pair_rows = [], [], []
+        for group in groups:
+            if len(group) == 2:
+                pair_rows.append([len(imgs), len(imgs) + 1])
+            # a pair gets one draw of the augmentation, and the gentle degradations, which keep a lesion of a few pixels
+            same = np.random.default_rng(int(rng.integers(1 << 62))) if len(group) == 2 else None
+            for im, lab in group:
+                if not aug:
+                    imgs.append(resize(im, res))
+                elif same is None:
+                    imgs.append(augment(im, rng, res, render, gentle))
+                else:
+                    imgs.append(augment(im, copy.deepcopy(same), res, render, True))
+                labels.append(lab)
+        yield (to_input(np.stack(imgs)), torch.from_numpy(np.array(labels, dtype=y.dtype)),
+               torch.tensor(pair_rows, dtype=torch.long).reshape(-1, 2))
+
+
+def pair_loss(logits, labels, pairs, margin):
+    """For each (lesion, clean) pair of rows: how much more the lesion's class leads Normal on the slice with the
+    lesion than on the same slice without it, pushed past `margin` (softplus): a gradient on the difference itself,
+    which a network that hedges on every such slice (both p 0.5) cannot meet."""
+    lesion, clean = pairs[:, 0], pairs[:, 1]
+    cls = labels[lesion]
+    lead = lambda rows: logits[rows, cls] - logits[rows, 0]  # noqa: E731
+    return F.softplus(margin - (lead(lesion) - lead(clean))).mean()
 
 
 def load_teachers(spec, fold):
@@ -222,6 +250,14 @@ def main():
                    help="share of the training samples that are a Normal axial slice with found kidneys and a "
                         "synthetic cyst or stone, and as many that are such a slice as it is (counterfactual.py; "
                         "training only, never scored)")
+    p.add_argument("--counterfactual-pairs", action="store_true",
+                   help="each counterfactual slice comes with its lesion and without it, side by side in the batch "
+                        "and augmented alike (gently)")
+    p.add_argument("--pair-margin", type=float, default=0.0,
+                   help="with --counterfactual-pairs: also push the lesion class's lead over Normal on each pair's "
+                        "lesion slice past its lead on the clean one by this margin in logits (0 = off)")
+    p.add_argument("--init", help="start from these weights (a state_dict .pt) instead of ImageNet's: fine-tuning "
+                                  "a trained network, e.g. to probe whether a change can be learnt at all")
     p.add_argument("--render-jitter", action="store_true",
                    help="also vary the rendering the node may meet: CLAHE again with other settings, or local contrast "
                         "flattened as if there were none (augment.rendering)")
@@ -245,6 +281,10 @@ def main():
         p.error("--class-mass needs --sampling group")
     if not 0 <= args.distill <= 1 or bool(args.teachers) != (args.distill > 0):
         p.error("--teachers and --distill (a weight in (0, 1]) go together")
+    if args.pair_margin > 0 and not args.counterfactual_pairs:
+        p.error("--pair-margin needs --counterfactual-pairs")
+    if args.counterfactual_pairs and not args.counterfactual > 0:
+        p.error("--counterfactual-pairs needs --counterfactual (the share of samples that become pairs)")
 
     torch.set_num_threads(args.threads)
     torch.manual_seed(args.seed)
@@ -271,6 +311,8 @@ def main():
 
     teachers = load_teachers(args.teachers, args.fold) if args.distill > 0 else []
     net = build_model(pretrained=True)
+    if args.init:
+        net.load_state_dict(torch.load(args.init, map_location="cpu"))
     head = list(net.classifier.parameters())
     opt1 = torch.optim.AdamW(head, lr=args.head_lr, weight_decay=args.wd)
     for block in net.features[:args.freeze_blocks]:
@@ -300,10 +342,11 @@ def main():
         rng = np.random.default_rng(args.seed * 1000 + ep)
         torch.manual_seed(args.seed * 1000 + ep)
         t0, seen, loss_sum = time.time(), 0, 0.0
-        for step, (xb, yb) in enumerate(batches(xtr, ytr, args.bs, res, rng, weights=weights,
+        for step, (xb, yb, pairs) in enumerate(batches(xtr, ytr, args.bs, res, rng, weights=weights,
                                                       render=args.render_jitter, pool=pool,
                                                       share=args.counterfactual,
-                                                      gentle=args.gentle_degradation)):
+                                                      gentle=args.gentle_degradation,
+                                                      pairs=args.counterfactual_pairs)):
             if step >= steps_per_epoch:
                 break
             if stage == "head":
@@ -335,6 +378,8 @@ def main():
             if stage == "full" and args.mixup > 0:
                 loss = lam * loss + (1 - lam) * F.cross_entropy(logits, yb[perm], weight=class_w,
                                                                 label_smoothing=args.label_smoothing)
+            if args.pair_margin > 0 and len(pairs):
+                loss = loss + pair_loss(logits, yb, pairs, args.pair_margin)
             if teachers:
                 loss = (1 - args.distill) * loss + args.distill * distillation_loss(
                     logits, teachers, xb, args.distill_temperature)

@@ -1,6 +1,7 @@
 """The kidney finder and the synthetic lesions of counterfactual.py on a drawn phantom (no dataset needed):
 both kidneys are found beside the spine, a lesion changes pixels in or at a kidney only, a cyst darkens and a stone
-brightens it; a slice without a mirrored pair gets no kidneys."""
+brightens it; a slice without a mirrored pair gets no kidneys; in pairs mode a batch holds each lesion slice beside the
+same slice without it, augmented alike."""
 import sys
 import unittest
 from pathlib import Path
@@ -55,6 +56,30 @@ class Counterfactual(unittest.TestCase):
                 self.assertTrue(np.any(diff != 0), kind)
                 self.assertFalse(np.any(diff[near == 0]), kind)
                 self.assertGreater(sign * diff.sum(), 0, kind)
+
+    def test_pairs_differ_by_the_lesion_only(self):
+        from train import batches
+        img = phantom()
+        x, y = np.stack([img] * 4), np.zeros(4, np.int64)
+        pool = {i: kidneys(img) for i in range(4)}
+        xb, yb, pairs = next(batches(x, y, 4, 224, np.random.default_rng(0), pool=pool, share=1.0, pairs=True))
+        self.assertEqual(len(yb), 8)
+        self.assertEqual(pairs.tolist(), [[0, 1], [2, 3], [4, 5], [6, 7]])
+        for lesion, clean in zip(xb[0::2], xb[1::2]):
+            changed = (lesion != clean).any(0)
+            self.assertTrue(changed.any())
+            self.assertLess(float(changed.float().mean()), 0.02)  # a few hundred pixels at most, not another warp
+        self.assertEqual(yb[1::2].tolist(), [0] * 4)
+        self.assertTrue(set(yb[0::2].tolist()) <= {1, 2})
+
+    def test_pair_loss_rewards_the_lesion_slice_leading_its_clean_twin(self):
+        import torch
+        from train import pair_loss
+        labels, pairs = torch.tensor([2, 0]), torch.tensor([[0, 1]])
+        hedge = torch.tensor([[1.0, 0.0, 1.0, 0.0], [1.0, 0.0, 1.0, 0.0]])   # both slices read alike
+        sees = torch.tensor([[0.0, 0.0, 3.0, 0.0], [3.0, 0.0, 0.0, 0.0]])    # the stone slice leads by 6
+        self.assertGreater(float(pair_loss(hedge, labels, pairs, 2.0)), float(pair_loss(sees, labels, pairs, 2.0)))
+        self.assertLess(float(pair_loss(sees, labels, pairs, 2.0)), 0.02)
 
 
 if __name__ == "__main__":
