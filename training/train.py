@@ -129,10 +129,11 @@ def counterfactual_pool(rel, x, y):
 
 
 def with_counterfactual(x, y, j, pool, keys, share, rng, pairs=False):
-    """[sample j], or, with probability `share` each, [a slice of the counterfactual pool with a synthetic cyst or
-    stone (and that label)] or [the same kind of slice as it is (Normal)]: the network sees those studies and their
-    protocol with and without a finding in equal measure. pairs: with probability `share`, both at once, the slice
-    with its lesion and as it is, for batches to augment alike, so the lesion is all that tells them apart."""
+    """A list of (image, label): sample j alone; or, with probability `share` each, a slice of the counterfactual
+    pool with a synthetic cyst or stone (and that label), or the same kind of slice as it is (Normal), so the network
+    sees those studies and their protocol with and without a finding in equal measure. With pairs, with probability
+    `share` both at once, the slice with its lesion then as it is, for batches to augment alike: the lesion is then
+    all that tells them apart."""
     r = rng.random() if share > 0 and keys else 1.0
     if r >= (1 if pairs else 2) * share:
         return [(x[j], y[j])]
@@ -158,7 +159,7 @@ def batches(x, y, bs, res, rng, aug=True, weights=None, render=False, pool=None,
         for group in groups:
             if len(group) == 2:
                 pair_rows.append([len(imgs), len(imgs) + 1])
-            # a pair gets one draw of the augmentation, and the gentle degradations, which keep a lesion of a few pixels
+            # one draw for both, so only the lesion differs; gentle, or blur and JPEG could erase a lesion of a few px
             same = np.random.default_rng(int(rng.integers(1 << 62))) if len(group) == 2 else None
             for im, lab in group:
                 if not aug:
@@ -281,8 +282,16 @@ def main():
         p.error("--class-mass needs --sampling group")
     if not 0 <= args.distill <= 1 or bool(args.teachers) != (args.distill > 0):
         p.error("--teachers and --distill (a weight in (0, 1]) go together")
-    if args.pair_margin > 0 and not args.counterfactual_pairs:
-        p.error("--pair-margin needs --counterfactual-pairs")
+    if args.pair_margin < 0 or (args.pair_margin > 0 and (not args.counterfactual_pairs or args.mixup > 0)):
+        p.error("--pair-margin takes a margin >= 0 and needs --counterfactual-pairs without --mixup (which would mix "
+                "each pair with other slices)")
+    if args.distill_temperature <= 0:
+        p.error("--distill-temperature must be positive")
+    teacher_paths = [t for t in args.teachers.split(",") if t]
+    if args.teachers and (not teacher_paths or (args.fold is not None
+                                                and not all("{fold}" in t for t in teacher_paths))):
+        p.error("--teachers: give run folders, each with \"{fold}\" where the fold held out goes, so no teacher has "
+                "seen the fold the student is scored on")
     if args.counterfactual_pairs and not args.counterfactual > 0:
         p.error("--counterfactual-pairs needs --counterfactual (the share of samples that become pairs)")
 
