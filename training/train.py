@@ -257,6 +257,8 @@ def main():
     p.add_argument("--pair-margin", type=float, default=0.0,
                    help="with --counterfactual-pairs: also push the lesion class's lead over Normal on each pair's "
                         "lesion slice past its lead on the clean one by this margin in logits (0 = off)")
+    p.add_argument("--pair-weight", type=float, default=1.0,
+                   help="weight of that margin loss beside the labels' cross-entropy")
     p.add_argument("--init", help="start from these weights (a state_dict .pt) instead of ImageNet's: fine-tuning "
                                   "a trained network, e.g. to probe whether a change can be learnt at all")
     p.add_argument("--render-jitter", action="store_true",
@@ -285,6 +287,8 @@ def main():
     if args.pair_margin < 0 or (args.pair_margin > 0 and (not args.counterfactual_pairs or args.mixup > 0)):
         p.error("--pair-margin takes a margin >= 0 and needs --counterfactual-pairs without --mixup (which would mix "
                 "each pair with other slices)")
+    if args.pair_weight <= 0:
+        p.error("--pair-weight must be positive (--pair-margin 0 switches the margin loss off)")
     if args.distill_temperature <= 0:
         p.error("--distill-temperature must be positive")
     teacher_paths = [t for t in args.teachers.split(",") if t]
@@ -388,7 +392,7 @@ def main():
                 loss = lam * loss + (1 - lam) * F.cross_entropy(logits, yb[perm], weight=class_w,
                                                                 label_smoothing=args.label_smoothing)
             if args.pair_margin > 0 and len(pairs):
-                loss = loss + pair_loss(logits, yb, pairs, args.pair_margin)
+                loss = loss + args.pair_weight * pair_loss(logits, yb, pairs, args.pair_margin)
             if teachers:
                 loss = (1 - args.distill) * loss + args.distill * distillation_loss(
                     logits, teachers, xb, args.distill_temperature)
