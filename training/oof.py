@@ -44,8 +44,23 @@ def fold_rows(run, fold, weights):
     logits, fte = infer(net, xte)
     ood = MahalanobisPCA().fit(ftr, ytr).score(fte)
     for r, y, lo, s in zip(rel, yte, logits, ood):
-        cls, group = group_of(r)
-        yield [r, f"{cls}/{group}", fold, CLASSES[int(y)]] + [f"{v:.5f}" for v in lo] + [f"{s:.4f}"]
+        yield row(r, y, fold, lo, f"{s:.4f}")
+
+
+def row(relpath, label, fold, logits, ood):
+    """One slice's line of a fold CSV (FIELDS); `ood` already formatted."""
+    cls, group = group_of(relpath)
+    return [relpath, f"{cls}/{group}", fold, CLASSES[int(label)]] + [f"{v:.5f}" for v in logits] + [ood]
+
+
+def write_fold_csv(path, rows):
+    """FIELDS and `rows` into a gzipped CSV; mtime=0: the same predictions give the same bytes, so a re-run does not
+    show as a change."""
+    with open(path, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
+            io.TextIOWrapper(gz, encoding="utf-8", newline="") as f:
+        w = csv.writer(f, lineterminator="\n")
+        w.writerow(FIELDS)
+        w.writerows(rows)
 
 
 def main():
@@ -67,12 +82,7 @@ def main():
         run = Path(args.out) / f"fold{k}"
         train_fold(run, k, recipe)
         tmp = dest.with_suffix(".tmp")
-        # mtime=0: the same predictions give the same bytes, so a re-run does not show as a change
-        with open(tmp, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
-                io.TextIOWrapper(gz, encoding="utf-8", newline="") as f:
-            w = csv.writer(f, lineterminator="\n")
-            w.writerow(FIELDS)
-            w.writerows(fold_rows(run, k, final_weights(recipe)))
+        write_fold_csv(tmp, fold_rows(run, k, final_weights(recipe)))
         tmp.rename(dest)
         print(k, "written", dest, flush=True)
 

@@ -5,9 +5,6 @@ fine-tune of a fold network, a weight average. compare_recipes.py and study_rule
     /usr/bin/python3 training/score_fold.py --fold 2 --out DIR/fold2.csv.gz A/final.pt [B/final.pt ...]
 """
 import argparse
-import csv
-import gzip
-import io
 import sys
 from pathlib import Path
 
@@ -15,19 +12,12 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
-from data import group_of  # noqa: E402
 from evaluate import infer  # noqa: E402
 from model import build_model  # noqa: E402
-from oof import FIELDS  # noqa: E402
-from paths import CLASSES, tune_malloc  # noqa: E402
+from oof import row, write_fold_csv  # noqa: E402
+from paths import tune_malloc  # noqa: E402
+from soup import average  # noqa: E402
 from train import load_data  # noqa: E402
-
-
-def averaged(paths):
-    """One state_dict: every floating-point tensor (weights, BatchNorm statistics) the mean over `paths`."""
-    sds = [torch.load(p, map_location="cpu") for p in paths]
-    return {k: sum(sd[k].float() for sd in sds).div(len(sds)).to(v.dtype) if v.is_floating_point() else v
-            for k, v in sds[0].items()}
 
 
 def main():
@@ -39,17 +29,11 @@ def main():
     args = p.parse_args()
     torch.set_num_threads(2)
     net = build_model(pretrained=False)
-    net.load_state_dict(averaged(args.weights))
+    net.load_state_dict(average(args.weights))  # every weight and BatchNorm statistic the mean
     _, (rel, x, y) = load_data(argparse.Namespace(random_split=False, fold=args.fold, tiny=0))
     logits, _ = infer(net, x)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-    with open(args.out, "wb") as raw, gzip.GzipFile(fileobj=raw, mode="wb", mtime=0) as gz, \
-            io.TextIOWrapper(gz, encoding="utf-8", newline="") as f:
-        w = csv.writer(f, lineterminator="\n")
-        w.writerow(FIELDS)
-        for r, label, lo in zip(rel, y, logits):
-            cls, group = group_of(r)
-            w.writerow([r, f"{cls}/{group}", args.fold, CLASSES[int(label)]] + [f"{v:.5f}" for v in lo] + ["0"])
+    write_fold_csv(args.out, (row(r, label, args.fold, lo, "0") for r, label, lo in zip(rel, y, logits)))
 
 
 if __name__ == "__main__":

@@ -160,14 +160,14 @@ def batches(x, y, bs, res, rng, aug=True, weights=None, render=False, pool=None,
             if len(group) == 2:
                 pair_rows.append([len(imgs), len(imgs) + 1])
             # one draw for both, so only the lesion differs; gentle, or blur and JPEG could erase a lesion of a few px
-            same = np.random.default_rng(int(rng.integers(1 << 62))) if len(group) == 2 else None
+            seed = int(rng.integers(1 << 62)) if len(group) == 2 else None
             for im, lab in group:
                 if not aug:
                     imgs.append(resize(im, res))
-                elif same is None:
+                elif seed is None:
                     imgs.append(augment(im, rng, res, render, gentle))
                 else:
-                    imgs.append(augment(im, copy.deepcopy(same), res, render, True))
+                    imgs.append(augment(im, np.random.default_rng(seed), res, render, True))
                 labels.append(lab)
         yield (to_input(np.stack(imgs)), torch.from_numpy(np.array(labels, dtype=y.dtype)),
                torch.tensor(pair_rows, dtype=torch.long).reshape(-1, 2))
@@ -183,12 +183,12 @@ def pair_loss(logits, labels, pairs, margin):
     return F.softplus(margin - (lead(lesion) - lead(clean))).mean()
 
 
-def load_teachers(spec, fold):
+def load_teachers(paths, fold):
     """The networks whose averaged softened probabilities the student also learns (--teachers): each a run folder's
     final.pt, "{fold}" replaced by the fold held out, so a fold's student learns only from teachers that never saw
     that fold."""
     nets = []
-    for path in (p for p in spec.split(",") if p):
+    for path in paths:
         net = build_model(pretrained=False)
         net.load_state_dict(torch.load(Path(path.format(fold=fold)) / "final.pt", map_location="cpu"))
         nets.append(net.eval())
@@ -322,7 +322,7 @@ def main():
     n_full = sum(1 for s, _ in plan if s == "full") * steps_per_epoch
     warm = min(150, max(1, n_full // 10))
 
-    teachers = load_teachers(args.teachers, args.fold) if args.distill > 0 else []
+    teachers = load_teachers(teacher_paths, args.fold)
     net = build_model(pretrained=True)
     if args.init:
         net.load_state_dict(torch.load(args.init, map_location="cpu"))
