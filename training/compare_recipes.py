@@ -5,6 +5,7 @@ of the shipped recipe's nested rule for that fold (study_rule.json per_fold_choi
 the shipped recipe's other folds). One fixed yardstick for every recipe; a recipe gets its own nested rule once its
 five folds are in (study_rule.py --oof).
     /usr/bin/python3 training/compare_recipes.py [oof oof-candidate oof-counterfactual ...]
+    /usr/bin/python3 training/compare_recipes.py oof crossfit/fold2.csv.gz   # networks trained on 4 folds against 3
 """
 import json
 import sys
@@ -16,12 +17,14 @@ from sklearn.metrics import f1_score
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from paths import CLASSES  # noqa: E402
-from study_rule import FINDINGS, Studies, decide, load  # noqa: E402
+from study_rule import FINDINGS, Studies, decide, load, read_rows  # noqa: E402
 
 RESULTS = HERE / "results"
 
 
 def folds_of(name):
+    if (RESULTS / name).is_file():  # one CSV of several folds (crossfit.py)
+        return {int(r["fold"]) for r in read_rows(RESULTS / name)}
     return {int(p.name[4:-7]) for p in (RESULTS / name).glob("fold*.csv.gz")}
 
 

@@ -43,14 +43,15 @@ def load_fold(run, fold):
     return net, x, y
 
 
-def train_fold(run, fold, recipe=RECIPE):
-    """Runs the recipe on every fold but `fold` into `run` (resumes; does nothing when its final weights exist)."""
+def train_fold(run, fold, recipe=RECIPE, extra=()):
+    """Runs the recipe on every fold but `fold` into `run` (resumes; does nothing when its final weights exist);
+    `extra`: train.py arguments added (e.g. --inner-fold)."""
     run.mkdir(parents=True, exist_ok=True)
     hist = run / "history.json"
     with open(run / "log.txt", "a") as log:
         if not (hist.exists() and len(json.load(open(hist))) == schedule_length(recipe)):
             subprocess.run([sys.executable, str(HERE / "train.py"), "--out", str(run), "--fold", str(fold)]
-                           + train_args(recipe) + ["--validate", "last"],
+                           + train_args(recipe) + ["--validate", "last", *extra],
                            check=True, cwd=REPO, stdout=log, stderr=subprocess.STDOUT)
         if recipe["soup_epochs"] and not (run / final_weights(recipe)).exists():
             subprocess.run([sys.executable, str(HERE / "soup.py"), "--run", str(run), "--fold", str(fold),

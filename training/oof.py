@@ -35,13 +35,19 @@ RESULTS = HERE / "results" / "oof"
 FIELDS = ["relpath", "study", "fold", "label"] + [f"logit_{c}" for c in CLASSES] + ["ood_score"]
 
 
-def fold_rows(run, fold, weights):
+def fold_rows(run, fold, weights, inner_fold=None):
+    """The held-out slices' rows; with inner_fold (crossfit.py), those of that fold, scored by a network trained
+    without it and `fold`, and no OOD score."""
     torch.set_num_threads(2)
     net = build_model(pretrained=False)
     net.load_state_dict(torch.load(run / weights, map_location="cpu"))
-    (_, xtr, ytr), (rel, xte, yte) = load_data(argparse.Namespace(random_split=False, fold=fold, tiny=0))
-    _, ftr = infer(net, xtr)  # at the deployed 224 px, no augmentation
-    logits, fte = infer(net, xte)
+    (_, xtr, ytr), (rel, xte, yte) = load_data(argparse.Namespace(random_split=False, fold=fold,
+                                                                  inner_fold=inner_fold, tiny=0))
+    logits, fte = infer(net, xte)  # at the deployed 224 px, no augmentation
+    if inner_fold is not None:
+        yield from (row(r, y, inner_fold, lo, "") for r, y, lo in zip(rel, yte, logits))
+        return
+    _, ftr = infer(net, xtr)
     ood = MahalanobisPCA().fit(ftr, ytr).score(fte)
     for r, y, lo, s in zip(rel, yte, logits, ood):
         yield row(r, y, fold, lo, f"{s:.4f}")

@@ -73,10 +73,17 @@ DISTILLED = {"train": RECIPE["train"] + ["--teachers", "training/runs/cv-longer/
 # *Counterfactual pairs*): not run from ImageNet.
 COUNTERFACTUAL_PAIRS = {"train": RECIPE["train"] + ["--counterfactual", "0.15", "--counterfactual-pairs",
                                                     "--pair-margin", "2"], "soup_epochs": None}
+# crossfit-soft: the shipped recipe, each training slice's target half its label, half the T = 2 probabilities that a
+# network which saw neither that slice's fold nor the fold scored gave it (crossfit.py, four networks per fold, run
+# first). Unlike `distilled`, whose in-sample teachers gave back the labels, these targets carry what generalises to
+# unseen studies; at half weight the label keeps the lead on every slice. Fold 2: no gain per slice, and a less
+# confident network that the shipped rule finds few Stone studies with (results/README.md).
+CROSSFIT_SOFT = {"train": RECIPE["train"] + ["--soft-targets", "training/results/crossfit/fold{fold}.csv.gz",
+                                             "--soft-weight", "0.5"], "soup_epochs": None}
 RECIPES = {"shipped": RECIPE, "candidate": CANDIDATE, "counterfactual": COUNTERFACTUAL, "longer": LONGER,
            "small-lesions": SMALL_LESIONS, "generic-features": GENERIC_FEATURES, "tumor-mass": TUMOR_MASS,
            "shipped-seed1": SHIPPED_SEED1, "shipped-seed2": SHIPPED_SEED2, "distilled": DISTILLED,
-           "counterfactual-pairs": COUNTERFACTUAL_PAIRS}
+           "counterfactual-pairs": COUNTERFACTUAL_PAIRS, "crossfit-soft": CROSSFIT_SOFT}
 TINY = {"train": ["--tiny", "40", "--stage1", "160:1", "--stage2", "224:2", "--max-steps", "2", "--bs", "8",
                   "--sampling", "group", "--snapshots", "--patience", "99"],
         "soup_epochs": "1-2"}

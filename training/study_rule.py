@@ -38,8 +38,12 @@ def running_number(relpath):
 
 
 def read_rows(oof, folds=None):
-    """The rows of every available fold of one folder (or of `folds` only), each study's slices in order."""
+    """The rows of every available fold of one folder (or of `folds` only), each study's slices in order. `oof` may
+    also name one CSV that holds several folds (crossfit.py's), read by its fold column."""
     rows = []
+    if Path(oof).is_file():
+        with gzip.open(oof, "rt", newline="") as f:
+            rows = [r for r in csv.DictReader(f) if folds is None or int(r["fold"]) in folds]
     for path in sorted(Path(oof).glob("fold*.csv.gz")):
         if folds is not None and int(path.name[4:-7]) not in folds:
             continue

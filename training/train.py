@@ -25,7 +25,7 @@ from sklearn.metrics import f1_score
 from augment import augment, resize
 from data import group_of, label_of, load_split, study_tags
 from model import build_model, forward_all, to_input
-from paths import SPLITS, tune_malloc
+from paths import CLASSES, SPLITS, tune_malloc
 
 
 def parse_schedule(text):
@@ -60,8 +60,9 @@ def load_data(args):
     for name in ("train", "val", "test"):
         rel, x, _ = load_split(name)
         pool.update(zip(rel, x))
+    held = args.fold if getattr(args, "inner_fold", None) is None else args.inner_fold
     out = []
-    for keep in (lambda k: k != args.fold, lambda k: k == args.fold):
+    for keep in (lambda k: k not in (args.fold, held), lambda k: k == held):
         rel = [r for r, k in rows if keep(k)]
         if args.tiny:
             rel = rel[:: max(1, len(rel) // args.tiny)][: args.tiny]
@@ -195,6 +196,22 @@ def load_teachers(paths, fold):
     return nets
 
 
+def soft_targets(path, fold, rel, y, weight, temperature):
+    """Per training slice, (1 - weight) * its one-hot label + weight * the softened probabilities that a network which
+    never saw it gave it (crossfit.py's CSV for this fold). With weight <= 0.5 the label keeps the lead on every slice;
+    the rest says how far that slice resembles other studies of its class."""
+    from calibrate_ood import softmax
+    from study_rule import read_rows
+    rows = {r["relpath"]: r for r in read_rows(str(path).format(fold=fold))}
+    missing = [r for r in rel if r not in rows]
+    if missing or any(int(r["fold"]) == fold for r in rows.values()):
+        # a slice of fold K in the file means it was made for another outer fold: its networks saw fold K
+        raise SystemExit(f"--soft-targets {path}: {len(missing)} training slices have no target, or the file was "
+                         f"made for another fold than {fold}")
+    teacher = softmax([[float(rows[r][f"logit_{c}"]) for c in CLASSES] for r in rel], temperature)
+    return ((1 - weight) * np.eye(len(CLASSES))[y] + weight * teacher).astype(np.float32)
+
+
 def distillation_loss(logits, teachers, xb, temperature, teacher_logits=lambda net, x: forward_all(net, x)[0]):
     """KL divergence from the teachers' mean probability at `temperature` to the student's, times temperature**2
     (Hinton et al. 2015), so its gradient keeps the cross-entropy's scale whatever the temperature."""
@@ -218,6 +235,9 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--fold", type=int, default=None, help="grouped CV fold held out (default: the fixed split)")
+    p.add_argument("--inner-fold", type=int, default=None,
+                   help="with --fold K: also leave out this fold, and validate on it instead of K (the inner networks "
+                        "of cross-fitted soft targets, crossfit.py: none of them sees fold K)")
     p.add_argument("--random-split", action="store_true",
                    help="image-level random 70/30 split (leaky; only to set beside published figures)")
     p.add_argument("--stage1", default="160:1", help="frozen-backbone epochs, res:epochs")
@@ -273,6 +293,11 @@ def main():
     p.add_argument("--distill", type=float, default=0.0,
                    help="weight of the teachers' softened probabilities in the loss, 0-1 (the labels get the rest)")
     p.add_argument("--distill-temperature", type=float, default=2.0)
+    p.add_argument("--soft-targets", default="",
+                   help="crossfit.py's CSV (\"{fold}\" stands for --fold): each training slice's target mixes its "
+                        "label with what a network that never saw it read (cross-fitted distillation)")
+    p.add_argument("--soft-weight", type=float, default=0.5, help="the soft target's share, 0-0.5")
+    p.add_argument("--soft-temperature", type=float, default=2.0)
     p.add_argument("--snapshots", action="store_true",
                    help="keep the weights after every stage-2 epoch (epoch<N>.pt) for weight averaging (soup.py)")
     p.add_argument("--threads", type=int, default=2)
@@ -296,6 +321,16 @@ def main():
                                                 and not all("{fold}" in t for t in teacher_paths))):
         p.error("--teachers: give run folders, each with \"{fold}\" where the fold held out goes, so no teacher has "
                 "seen the fold the student is scored on")
+    if args.inner_fold is not None and (args.fold is None or args.inner_fold == args.fold or args.random_split
+                                        or args.teachers):
+        p.error("--inner-fold needs --fold and another fold than it, and goes with neither --random-split nor "
+                "--teachers (made for --fold, they saw the inner fold)")
+    if args.soft_targets and (args.fold is None or args.counterfactual > 0 or args.teachers
+                              or args.sampling == "uniform"
+                              or not 0 < args.soft_weight <= 0.5 or args.soft_temperature <= 0):
+        p.error("--soft-targets needs --fold, --sampling group or strata (class weights would rescale a soft "
+                "target's loss), a --soft-weight in (0, 0.5] and a positive temperature, and goes with neither "
+                "--counterfactual (its synthetic slices have no target) nor --teachers")
     if args.counterfactual_pairs and not args.counterfactual > 0:
         p.error("--counterfactual-pairs needs --counterfactual (the share of samples that become pairs)")
 
@@ -304,6 +339,8 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (rtr, xtr, ytr), (_, xva, yva) = load_data(args)
+    targets = (soft_targets(args.soft_targets, args.fold, rtr, ytr, args.soft_weight, args.soft_temperature)
+               if args.soft_targets else ytr)
     counts = np.bincount(ytr, minlength=4)
     class_w = torch.tensor(len(ytr) / (4 * np.maximum(counts, 1)), dtype=torch.float32)
     weights = None
@@ -355,7 +392,7 @@ def main():
         rng = np.random.default_rng(args.seed * 1000 + ep)
         torch.manual_seed(args.seed * 1000 + ep)
         t0, seen, loss_sum = time.time(), 0, 0.0
-        for step, (xb, yb, pairs) in enumerate(batches(xtr, ytr, args.bs, res, rng, weights=weights,
+        for step, (xb, yb, pairs) in enumerate(batches(xtr, targets, args.bs, res, rng, weights=weights,
                                                       render=args.render_jitter, pool=pool,
                                                       share=args.counterfactual,
                                                       gentle=args.gentle_degradation,

@@ -1,7 +1,7 @@
 """(a) Protocol-balanced sampling keeps every class the same mass and flattens each class's protocol mix;
 (b) the rendering jitter returns a slice of the same size and type; (c) the distillation loss is zero where the
-student already agrees with its teachers' average and pulls it towards it otherwise. Seconds; (a) skips without
-../shared."""
+student already agrees with its teachers' average and pulls it towards it otherwise; (d) cross-fitted soft targets
+keep the label ahead and refuse a file made for another fold. Seconds; (a) skips without ../shared."""
 import sys
 import unittest
 from collections import Counter
@@ -69,6 +69,41 @@ class Sampling(unittest.TestCase):
         # the gradient raises the two classes the teachers share between them and lowers the other two
         self.assertTrue(bool((student.grad[:, :2] < 0).all() and (student.grad[:, 2:] > 0).all()))
 
+    def test_soft_targets_keep_the_label_ahead_and_refuse_another_folds_file(self):
+        import csv
+        import gzip
+        import tempfile
+        import torch
+        import torch.nn.functional as F
+        from train import batches, soft_targets
+        rel = ["Tumor/a.jpg", "Normal/b.jpg"]
+        y = np.array([3, 0])
+        # the teacher reads the Tumor slice as Normal, sure of it; the Normal slice as Normal
+        rows = [[rel[0], "Tumor/1", 1, "Tumor", "9", "0", "0", "0", ""],
+                [rel[1], "Normal/1", 3, "Normal", "9", "0", "0", "0", ""]]
+        header = ["relpath", "study", "fold", "label", "logit_Normal", "logit_Cyst", "logit_Stone", "logit_Tumor",
+                  "ood_score"]
+        with tempfile.TemporaryDirectory() as tmp:
+            path = Path(tmp) / "fold{fold}.csv.gz"
+            for fold in (1, 2):
+                with gzip.open(str(path).format(fold=fold), "wt", newline="") as f:
+                    csv.writer(f).writerows([header] + rows)
+            t = soft_targets(path, 2, rel, y, 0.5, 2.0)
+            np.testing.assert_allclose(t.sum(1), 1.0, rtol=1e-6)
+            self.assertEqual(list(t.argmax(1)), [3, 0])  # at a weight of 0.5 the label still leads
+            self.assertGreater(t[0, 0], 0.45)  # and the teacher's doubt is kept
+            with self.assertRaises(SystemExit):  # fold 1's file holds fold 1's slices: made for another fold
+                soft_targets(path, 1, rel, y, 0.5, 2.0)
+            with self.assertRaises(SystemExit):  # a training slice without a target
+                soft_targets(path, 2, rel + ["Cyst/c.jpg"], np.array([3, 0, 1]), 0.5, 2.0)
+        # such targets go through batches and the recipe's loss (label smoothing, mixup's second target) as rows
+        x = np.zeros((2, 224, 224), np.uint8)
+        xb, yb, _ = next(batches(x, t, 2, 64, np.random.default_rng(0)))
+        self.assertEqual((tuple(yb.shape), yb.dtype), ((2, 4), torch.float32))
+        logits = torch.zeros(2, 4, requires_grad=True)
+        loss = F.cross_entropy(logits, yb, label_smoothing=0.1) + F.cross_entropy(logits, yb[torch.tensor([1, 0])])
+        loss.backward()
+        self.assertTrue(bool(torch.isfinite(loss)) and logits.grad is not None)
 
 if __name__ == "__main__":
     unittest.main()
