@@ -78,4 +78,14 @@ def augment(img, rng, res=224, render=False, gentle=False):
 
 
 def resize(img, res):
-    return img if img.shape[0] == res else cv2.resize(img, (res, res), interpolation=cv2.INTER_AREA)
+    if img.shape[0] == res:
+        return img
+    # INTER_AREA to shrink; to enlarge it would repeat pixels, so bilinear, as the training warp does
+    return cv2.resize(img, (res, res), interpolation=cv2.INTER_AREA if res < img.shape[0] else cv2.INTER_LINEAR)
+
+
+def resize_all(gray_u8, res):
+    """uint8 [N,H,W] at res x res (what a network trained on upsampled slices is scored on)."""
+    if gray_u8.shape[1] == res:
+        return gray_u8
+    return np.stack([resize(im, res) for im in gray_u8]) if len(gray_u8) else gray_u8.reshape(0, res, res)

@@ -17,37 +17,37 @@ import io
 import sys
 from pathlib import Path
 
-import numpy as np
 import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from calibrate_ood import MahalanobisPCA  # noqa: E402
+from augment import resize_all  # noqa: E402
 from cv import final_weights, train_fold  # noqa: E402
 from data import group_of  # noqa: E402
 from evaluate import infer  # noqa: E402
 from model import build_model  # noqa: E402
 from paths import CLASSES, tune_malloc  # noqa: E402
-from run_all import RECIPES  # noqa: E402
+from run_all import RECIPES, deploy_res  # noqa: E402
 from train import load_data  # noqa: E402
 
 RESULTS = HERE / "results" / "oof"
 FIELDS = ["relpath", "study", "fold", "label"] + [f"logit_{c}" for c in CLASSES] + ["ood_score"]
 
 
-def fold_rows(run, fold, weights, inner_fold=None):
+def fold_rows(run, fold, weights, inner_fold=None, res=224):
     """The held-out slices' rows; with inner_fold (crossfit.py), those of that fold, scored by a network trained
-    without it and `fold`, and no OOD score."""
+    without it and `fold`, and no OOD score. `res`: the size the network is scored at (run_all.deploy_res)."""
     torch.set_num_threads(2)
     net = build_model(pretrained=False)
     net.load_state_dict(torch.load(run / weights, map_location="cpu"))
     (_, xtr, ytr), (rel, xte, yte) = load_data(argparse.Namespace(random_split=False, fold=fold,
                                                                   inner_fold=inner_fold, tiny=0))
-    logits, fte = infer(net, xte)  # at the deployed 224 px, no augmentation
+    logits, fte = infer(net, resize_all(xte, res))  # at the deployed size, no augmentation
     if inner_fold is not None:
         yield from (row(r, y, inner_fold, lo, "") for r, y, lo in zip(rel, yte, logits))
         return
-    _, ftr = infer(net, xtr)
+    _, ftr = infer(net, resize_all(xtr, res))
     ood = MahalanobisPCA().fit(ftr, ytr).score(fte)
     for r, y, lo, s in zip(rel, yte, logits, ood):
         yield row(r, y, fold, lo, f"{s:.4f}")
@@ -88,7 +88,7 @@ def main():
         run = Path(args.out) / f"fold{k}"
         train_fold(run, k, recipe)
         tmp = dest.with_suffix(".tmp")
-        write_fold_csv(tmp, fold_rows(run, k, final_weights(recipe)))
+        write_fold_csv(tmp, fold_rows(run, k, final_weights(recipe), res=deploy_res(recipe)))
         tmp.rename(dest)
         print(k, "written", dest, flush=True)
 

@@ -22,7 +22,7 @@ import torch
 import torch.nn.functional as F
 from sklearn.metrics import f1_score
 
-from augment import augment, resize
+from augment import augment, resize, resize_all
 from data import group_of, label_of, load_split, study_tags
 from model import build_model, forward_all, to_input
 from paths import CLASSES, SPLITS, tune_malloc
@@ -298,6 +298,9 @@ def main():
                         "label with what a network that never saw it read (cross-fitted distillation)")
     p.add_argument("--soft-weight", type=float, default=0.5, help="the soft target's share, 0-0.5")
     p.add_argument("--soft-temperature", type=float, default=2.0)
+    p.add_argument("--deploy-res", type=int, default=224,
+                   help="the size the network is validated (and would be deployed) at; above 224 the dataset's 224 px "
+                        "slices are upsampled, so a lesion of a few pixels covers more of the network's feature map")
     p.add_argument("--snapshots", action="store_true",
                    help="keep the weights after every stage-2 epoch (epoch<N>.pt) for weight averaging (soup.py)")
     p.add_argument("--threads", type=int, default=2)
@@ -339,6 +342,7 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (rtr, xtr, ytr), (_, xva, yva) = load_data(args)
+    xva_res = resize_all(xva, args.deploy_res)
     targets = (soft_targets(args.soft_targets, args.fold, rtr, ytr, args.soft_weight, args.soft_temperature)
                if args.soft_targets else ytr)
     counts = np.bincount(ytr, minlength=4)
@@ -446,7 +450,7 @@ def main():
                "train_seconds": time.time() - t0}
         last = ep == len(plan) - 1
         if args.validate == "every" or last:
-            metrics, _ = evaluate(ema, xva, yva)
+            metrics, _ = evaluate(ema, xva_res, yva)
             rec.update({f"val_{k}": v for k, v in metrics.items()})
             if metrics["macro_f1"] > state["best_f1"]:
                 state["best_f1"], state["bad_epochs"] = metrics["macro_f1"], 0

@@ -1,7 +1,8 @@
 """(a) Protocol-balanced sampling keeps every class the same mass and flattens each class's protocol mix;
 (b) the rendering jitter returns a slice of the same size and type; (c) the distillation loss is zero where the
 student already agrees with its teachers' average and pulls it towards it otherwise; (d) cross-fitted soft targets
-keep the label ahead and refuse a file made for another fold. Seconds; (a) skips without ../shared."""
+keep the label ahead and refuse a file made for another fold; (e) an upsampled recipe's slices are enlarged, not
+blocky, and its repeated options are read as train.py reads them (the last one). Seconds; (a) skips without ../shared."""
 import sys
 import unittest
 from collections import Counter
@@ -11,7 +12,7 @@ import numpy as np
 
 HERE = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(HERE))
-from augment import augment, rendering  # noqa: E402
+from augment import augment, rendering, resize_all  # noqa: E402
 from paths import DATASET, dataset_present  # noqa: E402
 
 
@@ -46,6 +47,22 @@ class Sampling(unittest.TestCase):
             self.assertEqual(rendering(img, rng).shape, (224, 224))
             out = augment(img, rng, 160, render=True)
             self.assertEqual((out.shape, out.dtype), ((160, 160), np.uint8))
+
+    def test_upsampled_recipe_scores_enlarged_slices(self):
+        from run_all import RECIPES, deploy_res, schedule_length
+        up = RECIPES["upsampled"]
+        self.assertEqual((deploy_res(up), schedule_length(up)), (336, 7))
+        self.assertEqual((deploy_res(RECIPES["shipped"]), schedule_length(RECIPES["longer"])), (224, 13))
+        rng = np.random.default_rng(0)
+        x = rng.integers(0, 256, (3, 224, 224)).astype(np.uint8)
+        self.assertIs(resize_all(x, 224), x)
+        big = resize_all(x, 336)
+        self.assertEqual((big.shape, big.dtype), ((3, 336, 336), np.uint8))
+        self.assertLess(abs(float(big.mean()) - float(x.mean())), 1.0)
+        dot = np.zeros((1, 224, 224), np.uint8)  # a one-pixel "stone": bilinear spreads it, repeating would not
+        dot[0, 100, 100] = 255
+        self.assertTrue(((resize_all(dot, 336) > 0) & (resize_all(dot, 336) < 255)).any())
+        self.assertEqual(augment(x[0], rng, 240).shape, (240, 240))
 
     def test_distillation_pulls_towards_the_teachers_average(self):
         import torch
