@@ -2,7 +2,8 @@
 (b) the rendering jitter returns a slice of the same size and type; (c) the distillation loss is zero where the
 student already agrees with its teachers' average and pulls it towards it otherwise; (d) cross-fitted soft targets
 keep the label ahead and refuse a file made for another fold; (e) an upsampled recipe's slices are enlarged, not
-blocky, and its repeated options are read as train.py reads them (the last one). Seconds; (a) skips without ../shared."""
+blocky, and its repeated options are read as train.py reads them (the last one). Seconds; (a) skips without
+../shared."""
 import sys
 import unittest
 from collections import Counter
