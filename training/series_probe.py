@@ -10,27 +10,19 @@ import json
 import sys
 
 import numpy as np
-import pydicom
 import torch
 
 from augment import resize_all
-from evaluate import infer
+from dicom_window import KIDNEY_INSTANCES
+from evaluate import SERIES, dicom_series, infer
 from model import build_model
-from paths import CLASSES, REPO, SHARED
-from preprocess import dicom_slice_to_u8, hu_of
-
-SERIES = SHARED / "data" / "dicom" / "tcia-pancreatic-ct-cbct-seg-001"
-KIDNEY_LEVEL = range(55, 91)
+from paths import CLASSES, REPO
 
 
 def kidney_slices():
     window = json.loads((REPO / "models" / "nephra-kidney.json").read_text())["preprocessing"]["dicom"]
-    imgs = {}
-    for f in sorted(SERIES.glob("*.dcm")):
-        ds = pydicom.dcmread(f)
-        if int(ds.InstanceNumber) in KIDNEY_LEVEL:
-            imgs[int(ds.InstanceNumber)] = dicom_slice_to_u8(hu_of(ds), window["window_center"], window["window_width"])
-    return np.stack([imgs[k] for k in sorted(imgs)])
+    series = dicom_series(window["window_center"], window["window_width"])
+    return np.stack([series[k][0] for k in sorted(series) if k in KIDNEY_INSTANCES])
 
 
 def main():

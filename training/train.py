@@ -342,7 +342,7 @@ def main():
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (rtr, xtr, ytr), (_, xva, yva) = load_data(args)
-    xva_res = resize_all(xva, args.deploy_res)
+    xva = resize_all(xva, args.deploy_res)
     targets = (soft_targets(args.soft_targets, args.fold, rtr, ytr, args.soft_weight, args.soft_temperature)
                if args.soft_targets else ytr)
     counts = np.bincount(ytr, minlength=4)
@@ -450,7 +450,7 @@ def main():
                "train_seconds": time.time() - t0}
         last = ep == len(plan) - 1
         if args.validate == "every" or last:
-            metrics, _ = evaluate(ema, xva_res, yva)
+            metrics, _ = evaluate(ema, xva, yva)
             rec.update({f"val_{k}": v for k, v in metrics.items()})
             if metrics["macro_f1"] > state["best_f1"]:
                 state["best_f1"], state["bad_epochs"] = metrics["macro_f1"], 0

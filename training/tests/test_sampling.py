@@ -62,7 +62,8 @@ class Sampling(unittest.TestCase):
         self.assertLess(abs(float(big.mean()) - float(x.mean())), 1.0)
         dot = np.zeros((1, 224, 224), np.uint8)  # a one-pixel "stone": bilinear spreads it, repeating would not
         dot[0, 100, 100] = 255
-        self.assertTrue(((resize_all(dot, 336) > 0) & (resize_all(dot, 336) < 255)).any())
+        big_dot = resize_all(dot, 336)
+        self.assertTrue(((big_dot > 0) & (big_dot < 255)).any())
         self.assertEqual(augment(x[0], rng, 240).shape, (240, 240))
 
     def test_distillation_pulls_towards_the_teachers_average(self):
