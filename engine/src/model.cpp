@@ -47,6 +47,7 @@ Preprocessing preprocessing_of(const json& pre) {
     p.body_crop.margin = dicom["body_crop"].value("margin", 0.04);
     p.body_crop.max_air_fraction = dicom["body_crop"].value("max_air_fraction", 1.0);
   }
+  p.render_size = pre.value("render_size", 0);
   if (const json images = pre.value("image_files", json::object()); images.contains("body_threshold_gray")) {
     p.image_files.export_rendering = true;
     p.image_files.body_threshold_gray = images["body_threshold_gray"].get<int>();
@@ -121,6 +122,10 @@ Model load_model(const std::filesystem::path& manifest_path) {
     m.logits_output = j.at("outputs").at("logits").get<std::string>();
     m.features_output = j.at("outputs").at("features").get<std::string>();
     m.preprocessing = preprocessing_of(j.at("preprocessing"));
+    if (m.preprocessing.render_size == 0) m.preprocessing.render_size = m.input_size;
+    if (m.input_size <= 0 || m.preprocessing.render_size <= 0) {
+      throw ModelError("manifest: input width and preprocessing.render_size must be > 0");
+    }
     m.head_weight = matrix_of<Eigen::MatrixXf>(j.at("head").at("weight"), "head.weight");
     m.head_bias = vector_of<Eigen::VectorXf>(j.at("head").at("bias"), "head.bias");
     m.temperature = j.at("temperature").get<double>();

@@ -280,6 +280,14 @@ cv::Mat resize_to(const cv::Mat& img, int side) {
   return out;
 }
 
+// The rendering at the network's input size: bilinear to enlarge, area to shrink (training/augment.py resize).
+cv::Mat to_network(cv::Mat rendered, int side) {
+  if (rendered.rows == side && rendered.cols == side) return rendered;
+  cv::Mat out;
+  cv::resize(rendered, out, cv::Size(side, side), 0, 0, side > rendered.rows ? cv::INTER_LINEAR : cv::INTER_AREA);
+  return out;
+}
+
 // Windowed 8-bit slice → square crop around the body → resize → CLAHE: one rendering for DICOM and exports.
 Slice render(cv::Mat display, const cv::Mat& body_mask, const Model& model) {
   const Preprocessing& p = model.preprocessing;
@@ -289,9 +297,10 @@ Slice render(cv::Mat display, const cv::Mat& body_mask, const Model& model) {
   slice.crop = body.box;
   slice.body_air = body.air;
   slice.body = body.filled;
-  cv::Mat input = resize_to(crop_square(slice.display, slice.crop), model.input_size);
-  auto clahe = cv::createCLAHE(p.clahe_clip, cv::Size(p.clahe_tiles, p.clahe_tiles));
-  clahe->apply(input, slice.input);
+  const cv::Mat resized = resize_to(crop_square(slice.display, slice.crop), p.render_size);
+  cv::Mat rendered;
+  cv::createCLAHE(p.clahe_clip, cv::Size(p.clahe_tiles, p.clahe_tiles))->apply(resized, rendered);
+  slice.input = to_network(std::move(rendered), model.input_size);
   return slice;
 }
 
@@ -312,12 +321,12 @@ Slice preprocess_hu(const cv::Mat& hu, const Model& model) {
 }
 
 Slice preprocess_image(const cv::Mat& gray_u8, const Model& model) {
-  const int side = model.input_size;
+  const int side = model.preprocessing.render_size;
   if (!model.preprocessing.image_files.export_rendering || gray_u8.size() == cv::Size(side, side)) {
     Slice slice;  // the dataset's own form: already cropped, resized and CLAHE-processed
     slice.display = gray_u8.clone();
     slice.crop = cv::Rect(0, 0, gray_u8.cols, gray_u8.rows);
-    slice.input = resize_to(gray_u8, side);
+    slice.input = to_network(resize_to(gray_u8, side), model.input_size);
     return slice;
   }
   return render(gray_u8.clone(), gray_u8 > model.preprocessing.image_files.body_threshold_gray, model);

@@ -10,6 +10,7 @@
 #include <cmath>
 #include <cstdlib>
 #include <fstream>
+#include <nlohmann/json.hpp>
 #include <opencv2/imgcodecs.hpp>
 #include <opencv2/imgproc.hpp>
 
@@ -233,8 +234,8 @@ TEST_F(EngineInput, BrokenInputsGiveClearErrors) {
   expect_error(cut, "");
 }
 
-TEST_F(EngineInput, AnImageAtTheNetworkSizeIsTakenAsItIs) {
-  const int side = model_->input_size;
+TEST_F(EngineInput, AnImageAtTheRenderSizeIsTakenAsItIs) {
+  const int side = model_->preprocessing.render_size;
   cv::Mat gray(side, side, CV_8U, cv::Scalar(90));
   cv::Mat rgb;
   cv::cvtColor(gray, rgb, cv::COLOR_GRAY2BGR);
@@ -243,9 +244,48 @@ TEST_F(EngineInput, AnImageAtTheNetworkSizeIsTakenAsItIs) {
   for (const char* name : {"g.png", "c.jpg"}) {
     const auto slices = ng::load_slices(tmp_.path() / name, *model_);
     ASSERT_EQ(slices.size(), 1U);
-    EXPECT_EQ(slices[0].input.size(), cv::Size(side, side));
+    EXPECT_EQ(slices[0].input.size(), cv::Size(model_->input_size, model_->input_size));
     EXPECT_NEAR(cv::mean(slices[0].input)[0], 90.0, 2.0);
   }
+}
+
+TEST_F(EngineInput, TheManifestSaysTheRenderSizeOrTheInputSizeIsIt) {
+  EXPECT_GT(model_->preprocessing.render_size, 0);
+  auto j = nlohmann::json::parse(std::ifstream(model_manifest()));
+  j["onnx"] = fs::absolute(model_->onnx_path).string();
+  const auto load = [&](const nlohmann::json& manifest) {
+    std::ofstream(tmp_.path() / "m.json") << manifest.dump();
+    return ng::load_model(tmp_.path() / "m.json");
+  };
+  j["preprocessing"].erase("render_size");
+  EXPECT_EQ(load(j).preprocessing.render_size, load(j).input_size);  // older manifests: no enlarging
+  j["preprocessing"]["render_size"] = 160;
+  EXPECT_EQ(load(j).preprocessing.render_size, 160);
+  j["preprocessing"]["render_size"] = -1;
+  EXPECT_THROW(load(j), ng::ModelError);
+}
+
+// A network trained on enlarged slices (training/run_all.py UPSAMPLED) gets the very rendering the dataset's slices
+// have, enlarged bilinearly as training enlarged them: DICOM and image files alike.
+TEST_F(EngineInput, ANetworkTrainedOnEnlargedSlicesGetsTheRenderingEnlarged) {
+  ng::Model enlarged = *model_;
+  const int render = model_->preprocessing.render_size;
+  enlarged.input_size = render * 3 / 2;
+  const fs::path dcm = write_ct(tmp_.path() / "disc.dcm", {.rows = 300, .cols = 300});
+  const auto as_is = ng::load_slices(dcm, *model_);
+  const auto big = ng::load_slices(dcm, enlarged);
+  ASSERT_EQ(as_is.size(), 1U);
+  ASSERT_EQ(big.size(), 1U);
+  ASSERT_EQ(as_is[0].input.size(), cv::Size(render, render)) << "the shipped model renders at its input size";
+  cv::Mat expected;
+  cv::resize(as_is[0].input, expected, cv::Size(enlarged.input_size, enlarged.input_size), 0, 0, cv::INTER_LINEAR);
+  EXPECT_EQ(cv::norm(big[0].input, expected, cv::NORM_INF), 0.0);
+  EXPECT_EQ(big[0].crop, as_is[0].crop);  // heatmaps map back onto the same body box
+
+  cv::imwrite((tmp_.path() / "dataset.png").string(), as_is[0].input);
+  const auto png = ng::load_slices(tmp_.path() / "dataset.png", enlarged);
+  ASSERT_EQ(png.size(), 1U);
+  EXPECT_EQ(cv::norm(png[0].input, expected, cv::NORM_INF), 0.0);
 }
 
 TEST_F(EngineInput, AnExportIsCroppedToTheBodyLikeDicom) {

@@ -36,6 +36,10 @@ struct Preprocessing {
   BodyCrop body_crop;
   double clahe_clip = 4.0;
   int clahe_tiles = 8;
+  // The square size slices are rendered at (crop, resize, CLAHE): the training slices' own size. A network trained
+  // on them enlarged takes the rendering resized bilinearly to its input size, as training/augment.py does.
+  // 0 in the manifest (older ones): the network's input size.
+  int render_size = 0;
   ImageFiles image_files;
 };
 

@@ -49,7 +49,8 @@ Slice reload_slice(const SliceSource& source, const Model& model);
 // DICOM path: HU image (float) → window → body crop → resize → CLAHE. Exposed for tests and the bench.
 Slice preprocess_hu(const cv::Mat& hu, const Model& model);
 // Image-file path. An export (any size but the network's): gray → body crop → resize → CLAHE, as DICOM gets it.
-// An image already input_size² is the dataset's own form (cropped, resized, CLAHE-processed): taken as it is.
+// An image already render_size² is the dataset's own form (cropped, resized, CLAHE-processed): taken as it is.
+// Either way the rendering is then resized to the network's input size where the two differ.
 // Manifests without image_files.body_threshold_gray take every image file as already processed.
 Slice preprocess_image(const cv::Mat& gray_u8, const Model& model);
 
