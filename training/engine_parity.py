@@ -4,6 +4,7 @@ real TCIA series: class agreement and largest probability difference, and on the
 the abdomen" (body_air above max_air_fraction). Writes training/results/engine_parity.json.
     /usr/bin/python3 training/engine_parity.py --nephra build/release/app/nephra      # records the figures
     ... --backend opencv   # the reference backend instead of oneDNN (the default)
+    ... --manifest DIR/nephra-kidney.json   # another model (its .pt beside it) instead of models/
     ... --check      # the ctest: exit 1 unless agreement >= 99.9 %, max difference <= 1e-3 and the air check agrees
                      # on every slice; writes nothing
 Skips (exit 0 with a message) where ../shared is absent.
@@ -21,6 +22,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from augment import resize_all  # noqa: E402
 from data import load_split  # noqa: E402
 from export_onnx import load_deployed  # noqa: E402
 from model import to_input  # noqa: E402
@@ -42,9 +44,9 @@ def python_probs(model, u8, temperature, bs=32):
     return np.concatenate(out)
 
 
-def cpp_rows(nephra, files, backend):
+def cpp_rows(nephra, manifest, files, backend):
     """One JSON object per file from `nephra classify`."""
-    res = subprocess.run([nephra, "classify", "--model", str(MODELS / "nephra-kidney.json"), "--batch", "16",
+    res = subprocess.run([nephra, "classify", "--model", str(manifest), "--batch", "16",
                           "--backend", backend]
                          + [str(f) for f in files], capture_output=True, text=True, cwd=REPO)
     rows = [json.loads(line) for line in res.stdout.splitlines() if line.strip()]
@@ -69,17 +71,20 @@ def main():
     p.add_argument("--nephra", required=True)
     p.add_argument("--check", action="store_true", help="exit 1 unless agreement >= 99.9 % and diff <= 1e-3")
     p.add_argument("--backend", default="onednn", choices=["onednn", "opencv"], help="the engine's network backend")
+    p.add_argument("--manifest", default=str(MODELS / "nephra-kidney.json"), help="model manifest, its .pt beside it")
     args = p.parse_args()
     if not dataset_present():
         print(f"SKIP: {DATASET} is absent")
         return 0
     torch.set_num_threads(2)
-    man = json.loads((MODELS / "nephra-kidney.json").read_text())
-    model = load_deployed(MODELS / "nephra-kidney.pt")
+    manifest = Path(args.manifest).resolve()
+    man = json.loads(manifest.read_text())
+    model = load_deployed(manifest.with_suffix(".pt"))
     rel, x, _ = load_split("test")
+    x = resize_all(x, man["input"]["width"])  # a network trained on enlarged slices: the rendering enlarged
     res = {}
     t0 = time.time()
-    p_cpp = cpp_probs(cpp_rows(args.nephra, [DATASET / r for r in rel], args.backend), man["classes"])
+    p_cpp = cpp_probs(cpp_rows(args.nephra, manifest, [DATASET / r for r in rel], args.backend), man["classes"])
     secs = time.time() - t0
     res["test_split"] = compare("grouped test split", python_probs(model, x, man["temperature"]), p_cpp)
     res["test_split"]["cpp_seconds"] = round(secs, 1)
@@ -87,8 +92,9 @@ def main():
         files = sorted(SERIES.glob("*.dcm"))
         pre = man["preprocessing"]["dicom"]
         hus = [hu_of(pydicom.dcmread(f)) for f in files]
-        u8 = np.stack([dicom_slice_to_u8(hu, pre["window_center"], pre["window_width"]) for hu in hus])
-        rows = cpp_rows(args.nephra, files, args.backend)
+        u8 = resize_all(np.stack([dicom_slice_to_u8(hu, pre["window_center"], pre["window_width"]) for hu in hus]),
+                        man["input"]["width"])
+        rows = cpp_rows(args.nephra, manifest, files, args.backend)
         # a slice outside the abdomen never reaches the C++ network (no probabilities): compare the others
         inferred = [i for i, r in enumerate(rows) if "probabilities" in r]
         res["tcia_series"] = compare("TCIA DICOM series (slices inferred)",

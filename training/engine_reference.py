@@ -1,10 +1,10 @@
 #!/usr/bin/python3
 """Reference outputs of the shipped model, computed in PyTorch, for the C++ engine's parity and heatmap tests.
 
-For each committed fixture slice (tests/data/tcia-kidney-slices): the sha256 of the preprocessed 224x224 input
-(training/preprocess.py), the logits, calibrated probabilities, OOD score and Grad-CAM (autograd: gradient of the
-class logit w.r.t. the last feature map, averaged per channel, weighted sum, ReLU) of every class, 7x7, normalised
-to max 1. Written to tests/data/engine_reference.json (small; regenerate whenever the model changes).
+For each committed fixture slice (tests/data/tcia-kidney-slices): the sha256 of the network input (training/
+preprocess.py's rendering, enlarged to the manifest's input size where that is larger), the logits, calibrated
+probabilities, OOD score and Grad-CAM (autograd: gradient of the class logit w.r.t. the last feature map, averaged per
+channel, weighted sum, ReLU) of every class at the feature map's size, normalised to max 1. Written to tests/data/engine_reference.json (small; regenerate whenever the model changes).
     /usr/bin/python3 training/engine_reference.py
 """
 import hashlib
@@ -18,6 +18,7 @@ import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
+from augment import resize_all  # noqa: E402
 from export_onnx import load_deployed  # noqa: E402
 from model import to_input  # noqa: E402
 from paths import REPO  # noqa: E402
@@ -55,7 +56,8 @@ def main():
     pre = man["preprocessing"]["dicom"]
     out = {"model_onnx_sha256": man["onnx_sha256"], "slices": []}
     for path in sorted(FIXTURE.glob("*.dcm")):
-        u8 = dicom_slice_to_u8(hu_of(pydicom.dcmread(path)), pre["window_center"], pre["window_width"])
+        rendered = dicom_slice_to_u8(hu_of(pydicom.dcmread(path)), pre["window_center"], pre["window_width"])
+        u8 = resize_all(rendered[None], man["input"]["width"])[0]
         logits, pooled, cams = grad_cams(model, to_input(u8[None]))
         z = logits / man["temperature"]
         p = np.exp(z - z.max())

@@ -16,6 +16,7 @@ import pydicom
 import torch
 from sklearn.metrics import confusion_matrix, f1_score, precision_recall_fscore_support, roc_auc_score
 
+from augment import resize_all
 from calibrate_ood import MahalanobisPCA, decision_thresholds, ece, fit_temperature, softmax
 from data import group_of, load_split
 from model import build_model, forward_all, to_input
@@ -210,6 +211,8 @@ def main():
     net = build_model(pretrained=False)
     net.load_state_dict(torch.load(ck, map_location="cpu"), strict=True)
     net.eval()
+    # a network trained on enlarged slices (train.py --deploy-res) sees every rendering enlarged, as the node does
+    size = json.load(open(run / "config.json")).get("deploy_res", 224) if (run / "config.json").exists() else 224
     if args.window:
         center, width = (float(v) for v in args.window.split(","))
     else:
@@ -219,7 +222,7 @@ def main():
     data = {}
     for split in ("train", "val", "test"):
         rel, x, y = load_split(split, args.tiny)
-        lo, fe = cached_infer(net, run, f"{ck.stem}-{split}{'-tiny' if args.tiny else ''}", x)
+        lo, fe = cached_infer(net, run, f"{ck.stem}-{split}{'-tiny' if args.tiny else ''}", resize_all(x, size))
         data[split] = (rel, y, lo, fe)
     _, yva, lva, fva = data["val"]
     _, yte, lte, fte = data["test"]
@@ -256,7 +259,7 @@ def main():
     if SERIES.exists():
         series = dicom_series(center, width)
         inst = sorted(series)
-        lo, fe = infer(net, np.stack([series[i][0] for i in inst]))
+        lo, fe = infer(net, resize_all(np.stack([series[i][0] for i in inst]), size))
         sc = ood.score(fe)
         pr = softmax(lo, T)
         per = {i: {"score": float(s), "air": round(series[i][1], 4), "outside_abdomen": series[i][1] > MAX_AIR_FRACTION,
@@ -274,7 +277,7 @@ def main():
                 res["dicom_kidney_predictions"] = {c: sum(v["pred"] == c for v in s) for c in CLASSES}
     for name, imgs in (("natural", natural_images()), ("synthetic", synthetic_images())):
         keys = sorted(imgs)
-        _, fe = infer(net, np.stack([imgs[k] for k in keys]))
+        _, fe = infer(net, resize_all(np.stack([imgs[k] for k in keys]), size))
         sc = ood.score(fe)
         res["ood"][f"{name}_flagged"] = float((sc > thr_ood).mean())
         res["ood"][f"{name}_n"] = len(keys)

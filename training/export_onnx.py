@@ -1,8 +1,9 @@
 #!/usr/bin/python3
 """Export a trained state_dict to ONNX for OpenCV 4.6 DNN and check OpenCV against torch.
 
-Graph: input `input` [N,3,224,224] float32 = 8-bit gray 0..255 in all 3 channels; /255 and ImageNet mean/std inside;
-outputs `logits` [N,4] and `features` [N,1280,7,7] (last conv map before global average pooling). Opset 10.
+Graph: input `input` [N,3,S,S] float32 = 8-bit gray 0..255 in all 3 channels, S the recipe's deploy size (224, or
+336 for a network trained on enlarged slices); /255 and ImageNet mean/std inside; outputs `logits` [N,4] and
+`features` [N,1280,S/32,S/32] (last conv map before global average pooling). Opset 10.
     /usr/bin/python3 training/export_onnx.py --checkpoint models/nephra-kidney.pt --onnx models/nephra-kidney.onnx
 """
 import argparse
@@ -41,9 +42,9 @@ def drop_identity(path):
     return len(ids)
 
 
-def export(checkpoint, path):
+def export(checkpoint, path, res=224):
     model = load_deployed(checkpoint)
-    torch.onnx.export(model, torch.full((1, 3, 224, 224), 128.0), str(path), opset_version=10,
+    torch.onnx.export(model, torch.full((1, 3, res, res), 128.0), str(path), opset_version=10,
                       input_names=["input"], output_names=["logits", "features"],
                       dynamic_axes={"input": {0: "N"}, "logits": {0: "N"}, "features": {0: "N"}},
                       do_constant_folding=True)
@@ -81,12 +82,14 @@ def main():
     p.add_argument("--checkpoint", required=True)
     p.add_argument("--onnx", required=True)
     p.add_argument("--check", type=int, default=100, help="compare on this many committed-split test images")
+    p.add_argument("--res", type=int, default=224, help="the network's input size (the recipe's --deploy-res)")
     args = p.parse_args()
-    model = export(args.checkpoint, args.onnx)
+    model = export(args.checkpoint, args.onnx, args.res)
     if args.check:
+        from augment import resize_all
         from data import load_split
         _, x, _ = load_split("test", args.check)
-        print(compare(model, args.onnx, x))
+        print(compare(model, args.onnx, resize_all(x, args.res)))
 
 
 if __name__ == "__main__":

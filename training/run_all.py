@@ -3,6 +3,7 @@
 so) → evaluate/calibrate/OOD → ONNX export + OpenCV parity check → manifest. With --install, copies them into models/.
     /usr/bin/python3 training/run_all.py --out training/runs/v2 --install      # what shipped (30–65 min on 2 cores)
     /usr/bin/python3 training/run_all.py --out /tmp/nephra-tiny --tiny          # smoke test, about a minute
+    ... --recipe upsampled     # another recipe of RECIPES (with --tiny: the tiny schedule, that recipe's input size)
 The training stage is resumable (re-run the same command). Steps whose outputs exist are not redone.
 """
 import argparse
@@ -15,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from augment import resize_all
 from data import load_split, sha256_file
 from export_onnx import compare, export
 from paths import CLASSES, DATASET, REPO, SPLITS, tune_malloc
@@ -128,26 +130,30 @@ def sh(cmd):
     subprocess.run([str(c) for c in cmd], check=True, cwd=REPO)
 
 
-def manifest(out, onnx_path, checkpoint, results, parity):
+def manifest(out, onnx_path, checkpoint, results, parity, recipe=RECIPE):
     sd = torch.load(checkpoint, map_location="cpu")
     ood = __import__("numpy").load(out / "ood_model.npz")
     summary = json.load(open(SPLITS / "summary.json"))
     cv_path = HERE / "results" / "cv.json"
     cv = json.load(open(cv_path)) if cv_path.exists() else {}
     # Figures of another recipe, or of a run that has not finished every fold, must not be shipped as this model's.
-    if cv.get("recipe") != RECIPE or not cv.get("complete"):
+    if cv.get("recipe") != recipe or not cv.get("complete"):
         cv = {}
+    size = deploy_res(recipe)
     r2 = lambda v: [round(float(a), 7) for a in v]  # noqa: E731
     return {
         "name": "nephra-kidney", "version": "2.0.0", "architecture": "mobilenet_v2",
         "onnx": onnx_path.name, "onnx_sha256": sha256_file(onnx_path),
         "classes": CLASSES,
-        "input": {"name": "input", "width": 224, "height": 224, "channels": 3, "value_range": [0, 255],
+        "input": {"name": "input", "width": size, "height": size, "channels": 3, "value_range": [0, 255],
                   "layout": "NCHW float32, the 8-bit gray value replicated in all 3 channels", "dynamic_batch": True},
         "outputs": {"logits": "logits", "features": "features",
-                    "features_shape": [1280, 7, 7],
+                    "features_shape": [1280, -(-size // 32), -(-size // 32)],
                     "cam": "CAM_c = sum_k head.weight[c][k] * features[k] (+ bias), equals Grad-CAM for this head"},
         "preprocessing": {
+            "render_size": 224,
+            "render_to_input": "the 224 px rendering (the dataset's slices' size) is resized bilinearly to the "
+                               "input size where they differ, as training enlarged the slices (augment.resize_all)",
             "dicom": {"window_center": results["dicom_window"]["center"] if "dicom_window" in results else None,
                       "window_width": results["dicom_window"]["width"] if "dicom_window" in results else None,
                       "formula": "HU = stored*RescaleSlope + RescaleIntercept; u8 = clamp((HU - (center - width/2)) / "
@@ -165,7 +171,7 @@ def manifest(out, onnx_path, checkpoint, results, parity):
                                     "slices (windowed, resized, CLAHE) and the dataset's"},
             "image_files": {"rule": "a PNG/JPEG export of a windowed slice goes through the DICOM rendering: body "
                                     "crop (largest 8-connected region with gray > body_threshold_gray, same margin), "
-                                    "square, resize, CLAHE; an image already input-size square is the dataset's own "
+                                    "square, resize, CLAHE; an image already render-size square is the dataset's own "
                                     "form (cropped, resized, CLAHE-processed) and is taken as it is",
                             "body_threshold_gray": EXPORT_BODY_THRESHOLD_GRAY,
                             "how_chosen": "on the TCIA series' kidney-level slices windowed as the manifest says, "
@@ -212,11 +218,14 @@ def main():
     p.add_argument("--tiny", action="store_true")
     p.add_argument("--install", action="store_true", help="copy the artefacts into models/")
     p.add_argument("--skip-train", action="store_true")
+    p.add_argument("--recipe", default="shipped", choices=sorted(RECIPES))
     args = p.parse_args()
     out = Path(args.out).resolve()
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
-    recipe = TINY if args.tiny else RECIPE
+    recipe = RECIPES[args.recipe]
+    if args.tiny:
+        recipe = {**TINY, "train": TINY["train"] + ["--deploy-res", str(deploy_res(recipe))]}
     tiny = ["--tiny", "40"] if args.tiny else []
     if not args.skip_train:
         sh([PY, HERE / "train.py", "--out", out] + train_args(recipe))
@@ -228,12 +237,12 @@ def main():
     sh([PY, HERE / "evaluate.py", "--run", out, "--checkpoint", checkpoint] + tiny)
     results = json.load(open(out / "results.json"))
     onnx_path = out / f"{NAME}.onnx"
-    model = export(checkpoint, onnx_path)
+    model = export(checkpoint, onnx_path, deploy_res(recipe))
     _, x, _ = load_split("test", 16 if args.tiny else 100)
-    parity = compare(model, onnx_path, x, batches=(1, 8))
+    parity = compare(model, onnx_path, resize_all(x, deploy_res(recipe)), batches=(1, 8))
     print("OpenCV vs torch:", parity, flush=True)
     assert max(v["max_logit_diff"] for v in parity.values()) <= 1e-4, parity
-    man = manifest(out, onnx_path, checkpoint, results, parity)
+    man = manifest(out, onnx_path, checkpoint, results, parity, RECIPES[args.recipe])
     (out / f"{NAME}.json").write_text(json.dumps(man, indent=1) + "\n")
     if args.install:
         models = REPO / "models"

@@ -43,6 +43,26 @@ class TinyRecipe(unittest.TestCase):
             sd = torch.load(out / "soup.pt")
             self.assertIn("classifier.1.weight", sd)
 
+    def test_upsampled_tiny_exports_at_its_input_size(self):
+        """A recipe trained on enlarged slices ships a 336 px network that renders at 224 (the engine enlarges)."""
+        if not dataset_present() or not PRETRAINED.exists():
+            self.skipTest(f"{DATASET} or the pretrained MobileNetV2 under ../shared is absent")
+        import cv2
+        import numpy as np
+        with tempfile.TemporaryDirectory() as tmp:
+            out = Path(tmp) / "tiny"
+            subprocess.run([sys.executable, str(HERE / "run_all.py"), "--out", str(out), "--tiny", "--recipe",
+                            "upsampled"], check=True, cwd=REPO, timeout=600)
+            man = json.loads((out / "nephra-kidney.json").read_text())
+            self.assertEqual((man["input"]["width"], man["input"]["height"]), (336, 336))
+            self.assertEqual(man["preprocessing"]["render_size"], 224)
+            self.assertEqual(man["outputs"]["features_shape"], [1280, 11, 11])
+            self.assertLessEqual(man["metrics"]["opencv_parity_max_logit_diff"], 1e-4)
+            net = cv2.dnn.readNetFromONNX(str(out / man["onnx"]))
+            net.setInput(np.full((1, 3, 336, 336), 128, np.float32), "input")
+            _, feats = net.forward(["logits", "features"])
+            self.assertEqual(feats.shape, (1, 1280, 11, 11))
+
 
 if __name__ == "__main__":
     unittest.main()
