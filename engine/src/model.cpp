@@ -122,9 +122,8 @@ Model load_model(const std::filesystem::path& manifest_path) {
     m.logits_output = j.at("outputs").at("logits").get<std::string>();
     m.features_output = j.at("outputs").at("features").get<std::string>();
     m.preprocessing = preprocessing_of(j.at("preprocessing"));
-    if (m.preprocessing.render_size == 0) m.preprocessing.render_size = m.input_size;
-    if (m.input_size <= 0 || m.preprocessing.render_size <= 0) {
-      throw ModelError("manifest: input width and preprocessing.render_size must be > 0");
+    if (m.input_size <= 0 || m.preprocessing.render_size < 0) {
+      throw ModelError("manifest: input width must be > 0 and preprocessing.render_size >= 0");
     }
     m.head_weight = matrix_of<Eigen::MatrixXf>(j.at("head").at("weight"), "head.weight");
     m.head_bias = vector_of<Eigen::VectorXf>(j.at("head").at("bias"), "head.bias");

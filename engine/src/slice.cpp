@@ -297,7 +297,7 @@ Slice render(cv::Mat display, const cv::Mat& body_mask, const Model& model) {
   slice.crop = body.box;
   slice.body_air = body.air;
   slice.body = body.filled;
-  const cv::Mat resized = resize_to(crop_square(slice.display, slice.crop), p.render_size);
+  const cv::Mat resized = resize_to(crop_square(slice.display, slice.crop), model.render_side());
   cv::Mat rendered;
   cv::createCLAHE(p.clahe_clip, cv::Size(p.clahe_tiles, p.clahe_tiles))->apply(resized, rendered);
   slice.input = to_network(std::move(rendered), model.input_size);
@@ -321,7 +321,7 @@ Slice preprocess_hu(const cv::Mat& hu, const Model& model) {
 }
 
 Slice preprocess_image(const cv::Mat& gray_u8, const Model& model) {
-  const int side = model.preprocessing.render_size;
+  const int side = model.render_side();
   if (!model.preprocessing.image_files.export_rendering || gray_u8.size() == cv::Size(side, side)) {
     Slice slice;  // the dataset's own form: already cropped, resized and CLAHE-processed
     slice.display = gray_u8.clone();

@@ -235,7 +235,7 @@ TEST_F(EngineInput, BrokenInputsGiveClearErrors) {
 }
 
 TEST_F(EngineInput, AnImageAtTheRenderSizeIsTakenAsItIs) {
-  const int side = model_->preprocessing.render_size;
+  const int side = model_->render_side();
   cv::Mat gray(side, side, CV_8U, cv::Scalar(90));
   cv::Mat rgb;
   cv::cvtColor(gray, rgb, cv::COLOR_GRAY2BGR);
@@ -250,7 +250,7 @@ TEST_F(EngineInput, AnImageAtTheRenderSizeIsTakenAsItIs) {
 }
 
 TEST_F(EngineInput, TheManifestSaysTheRenderSizeOrTheInputSizeIsIt) {
-  EXPECT_GT(model_->preprocessing.render_size, 0);
+  EXPECT_GT(model_->render_side(), 0);
   auto j = nlohmann::json::parse(std::ifstream(model_manifest()));
   j["onnx"] = fs::absolute(model_->onnx_path).string();
   const auto load = [&](const nlohmann::json& manifest) {
@@ -258,9 +258,9 @@ TEST_F(EngineInput, TheManifestSaysTheRenderSizeOrTheInputSizeIsIt) {
     return ng::load_model(tmp_.path() / "m.json");
   };
   j["preprocessing"].erase("render_size");
-  EXPECT_EQ(load(j).preprocessing.render_size, load(j).input_size);  // older manifests: no enlarging
+  EXPECT_EQ(load(j).render_side(), load(j).input_size);  // older manifests: no enlarging
   j["preprocessing"]["render_size"] = 160;
-  EXPECT_EQ(load(j).preprocessing.render_size, 160);
+  EXPECT_EQ(load(j).render_side(), 160);
   j["preprocessing"]["render_size"] = -1;
   EXPECT_THROW(load(j), ng::ModelError);
 }
@@ -269,7 +269,8 @@ TEST_F(EngineInput, TheManifestSaysTheRenderSizeOrTheInputSizeIsIt) {
 // have, enlarged bilinearly as training enlarged them: DICOM and image files alike.
 TEST_F(EngineInput, ANetworkTrainedOnEnlargedSlicesGetsTheRenderingEnlarged) {
   ng::Model enlarged = *model_;
-  const int render = model_->preprocessing.render_size;
+  const int render = model_->render_side();
+  enlarged.preprocessing.render_size = render;
   enlarged.input_size = render * 3 / 2;
   const fs::path dcm = write_ct(tmp_.path() / "disc.dcm", {.rows = 300, .cols = 300});
   const auto as_is = ng::load_slices(dcm, *model_);

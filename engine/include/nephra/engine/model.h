@@ -38,7 +38,7 @@ struct Preprocessing {
   int clahe_tiles = 8;
   // The square size slices are rendered at (crop, resize, CLAHE): the training slices' own size. A network trained
   // on them enlarged takes the rendering resized bilinearly to its input size, as training/augment.py does.
-  // 0 in the manifest (older ones): the network's input size.
+  // 0 (older manifests): the network's input size; Model::render_side() says which.
   int render_size = 0;
   ImageFiles image_files;
 };
@@ -76,6 +76,9 @@ struct Model {
   [[nodiscard]] int class_index(const std::string& name) const;
   [[nodiscard]] int min_run_for(const std::string& label) const;
   [[nodiscard]] std::string id() const { return name + " " + version; }
+  [[nodiscard]] int render_side() const {
+    return preprocessing.render_size > 0 ? preprocessing.render_size : input_size;
+  }
 };
 
 // Reads and checks the manifest; the ONNX path is resolved beside it and its sha256 verified.
