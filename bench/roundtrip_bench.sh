@@ -4,6 +4,7 @@
 # and instance UIDs in the same study). The node's log gives the breakdown (classify, write results, deliver).
 #   bench/roundtrip_bench.sh build/release [SERIES_DIR]
 #   NEPHRA_BENCH_LARGE=1 also runs 1,000- and 2,000-slice studies and prints the node's peak RSS for each.
+#   NEPHRA_BENCH_MODEL=FILE runs the node with another model manifest (absolute path) instead of the shipped one.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 build="${1:-build/release}"
@@ -27,7 +28,7 @@ spool_dir = "$work/spool"
 [study]
 stable_seconds = $stable
 [engine]
-model = "$PWD/models/nephra-kidney.json"
+model = "${NEPHRA_BENCH_MODEL:-$PWD/models/nephra-kidney.json}"
 threads = ${NEPHRA_ENGINE_THREADS:-0}
 [[peers]]
 ae_title = "ORTHANC"
