@@ -400,6 +400,22 @@ struct DnnlNet::Impl {
     }
     return *slot;
   }
+
+  // The smallest plan already built that holds `input_dims` (same image shape, as large a batch or larger): a
+  // study's last, smaller batch runs zero-padded in the full batch's plan instead of building and keeping buffers for
+  // every batch size a remainder ever had (each plan holds its own activations: at 336 px and batch 8, 87 MB in its
+  // largest layer alone).
+  Plan* plan_holding(const Dims& input_dims) {
+    Plan* best = nullptr;
+    for (auto& [batch, plan] : plans) {
+      const Dims dims = plan->input.get_desc().dims();
+      if (batch >= input_dims[0] && std::equal(dims.begin() + 1, dims.end(), input_dims.begin() + 1) &&
+          (best == nullptr || batch < best->batch)) {
+        best = plan.get();
+      }
+    }
+    return best;
+  }
 };
 
 DnnlNet::DnnlNet(const std::filesystem::path& onnx, std::vector<std::string> outputs, int threads)
@@ -431,9 +447,18 @@ void DnnlNet::prepare(const std::vector<int>& shape) {
 
 std::vector<cv::Mat> DnnlNet::forward(const cv::Mat& blob) {
   if (!blob.isContinuous() || blob.type() != CV_32F || blob.dims != 4) throw std::invalid_argument("bad input blob");
-  prepare({blob.size[0], blob.size[1], blob.size[2], blob.size[3]});
-  Plan* plan = impl_->plans[blob.size[0]].get();
-  std::memcpy(plan->input.get_data_handle(), blob.ptr<float>(), blob.total() * sizeof(float));
+  if (impl_->threads > 0) omp_set_num_threads(impl_->threads);  // the calling thread's count is the one that runs
+  const int n = blob.size[0];
+  const Dims input_dims{n, blob.size[1], blob.size[2], blob.size[3]};
+  Plan* plan = impl_->plan_holding(input_dims);
+  if (plan == nullptr) {
+    prepare({n, blob.size[1], blob.size[2], blob.size[3]});
+    plan = impl_->plans[n].get();
+  }
+  auto* in = static_cast<float*>(plan->input.get_data_handle());
+  std::memcpy(in, blob.ptr<float>(), blob.total() * sizeof(float));
+  const size_t padded = plan->input.get_desc().get_size() / sizeof(float);
+  std::fill(in + blob.total(), in + padded, 0.0F);
   for (auto& step : plan->steps) step.primitive.execute(impl_->stream, step.args);
   std::vector<cv::Mat> outs;
   for (memory& out : plan->outputs) {
@@ -445,6 +470,13 @@ std::vector<cv::Mat> DnnlNet::forward(const cv::Mat& blob) {
     outs.push_back(m);
   }
   impl_->stream.wait();
+  if (plan->batch > n) {  // the padding's rows dropped
+    for (cv::Mat& m : outs) {
+      std::vector<cv::Range> rows(static_cast<size_t>(m.dims), cv::Range::all());
+      rows[0] = cv::Range(0, n);
+      m = m(rows).clone();
+    }
+  }
   return outs;
 }
 
