@@ -252,7 +252,8 @@ def main():
     temperature = fit_temperature(logits, y)
     runs = st.runs(temperature)
     rule = choose(runs, st.cls, np.ones(len(st.ids), bool), args.max_ffr, args.min_threshold, args.min_run)
-    res = {"protocol": "out-of-fold logits of the shipped recipe (training/oof.py), grouped folds " + str(folds)
+    recipe = "the shipped recipe" if Path(args.oof).resolve() == OOF.resolve() else Path(args.oof).name
+    res = {"protocol": "out-of-fold logits of " + recipe + " (training/oof.py), grouped folds " + str(folds)
                        + "; temperature and per-finding (threshold, run length) chosen on the other folds only "
                          "(threshold >= " + str(args.min_threshold) + ", run >= " + str(args.min_run)
                        + " slices, highest study sensitivity with false-finding rate on Normal studies <= "
