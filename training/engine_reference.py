@@ -4,7 +4,8 @@
 For each committed fixture slice (tests/data/tcia-kidney-slices): the sha256 of the network input (training/
 preprocess.py's rendering, enlarged to the manifest's input size where that is larger), the logits, calibrated
 probabilities, OOD score and Grad-CAM (autograd: gradient of the class logit w.r.t. the last feature map, averaged per
-channel, weighted sum, ReLU) of every class at the feature map's size, normalised to max 1. Written to tests/data/engine_reference.json (small; regenerate whenever the model changes).
+channel, weighted sum, ReLU) of every class at the feature map's size, normalised to max 1. Written to
+tests/data/engine_reference.json (small; regenerate whenever the model changes).
     /usr/bin/python3 training/engine_reference.py
 """
 import hashlib
