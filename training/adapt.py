@@ -56,7 +56,7 @@ def read_labels(path):
 
 
 def engine_inputs(nephra, model, study_dir, out_dir):
-    """The engine's study result and its network inputs (slice number -> uint8 224x224)."""
+    """The engine's study result and its network inputs (slice number -> uint8 at the network's input size)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     run = subprocess.run([str(nephra), "classify", "--model", str(model), "--study", str(study_dir), "--inputs",
                           str(out_dir)], capture_output=True, text=True)
@@ -226,7 +226,7 @@ def main():
     stem = f"nephra-kidney-{args.name}"
     torch.save(sd, model_dir / f"{stem}.pt")
     from export_onnx import compare, export
-    deployed = export(model_dir / f"{stem}.pt", model_dir / f"{stem}.onnx")
+    deployed = export(model_dir / f"{stem}.pt", model_dir / f"{stem}.onnx", base["input"]["width"])
     sample = np.stack([cv2.imread(str(q), cv2.IMREAD_GRAYSCALE) for q in sorted((out / "inputs").glob("*/*.png"))[:8]])
     onnx_parity = max(v["max_logit_diff"] for v in compare(deployed, model_dir / f"{stem}.onnx", sample).values())
     man = copy.deepcopy(base)
