@@ -226,8 +226,9 @@ def main():
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.time()
     recipe = RECIPES[args.recipe]
+    size = deploy_res(recipe)  # the network's input size; the tiny schedule keeps the recipe's
     if args.tiny:
-        recipe = {**TINY, "train": TINY["train"] + ["--deploy-res", str(deploy_res(recipe))]}
+        recipe = {**TINY, "train": TINY["train"] + ["--deploy-res", str(size)]}
     tiny = ["--tiny", "40"] if args.tiny else []
     if not args.skip_train:
         sh([PY, HERE / "train.py", "--out", out] + train_args(recipe))
@@ -239,9 +240,9 @@ def main():
     sh([PY, HERE / "evaluate.py", "--run", out, "--checkpoint", checkpoint] + tiny)
     results = json.load(open(out / "results.json"))
     onnx_path = out / f"{NAME}.onnx"
-    model = export(checkpoint, onnx_path, deploy_res(recipe))
+    model = export(checkpoint, onnx_path, size)
     _, x, _ = load_split("test", 16 if args.tiny else 100)
-    parity = compare(model, onnx_path, resize_all(x, deploy_res(recipe)), batches=(1, 8))
+    parity = compare(model, onnx_path, resize_all(x, size), batches=(1, 8))
     print("OpenCV vs torch:", parity, flush=True)
     assert max(v["max_logit_diff"] for v in parity.values()) <= 1e-4, parity
     man = manifest(out, onnx_path, checkpoint, results, parity, RECIPES[args.recipe])
