@@ -3,6 +3,7 @@
 so that every figure in models/MODEL_CARD.md is copied from a file a run wrote.
     /usr/bin/python3 training/card_tables.py --run training/runs/v2
     /usr/bin/python3 training/card_tables.py --study training/results/study_rule.json   # the study-level tables
+    /usr/bin/python3 training/card_tables.py --protocol training/results/protocol_audit.json   # "By protocol"
 """
 import argparse
 import json
@@ -52,11 +53,35 @@ def study_tables(path):
             "temperature")
 
 
+def protocol_table(path):
+    a = json.load(open(path))
+    strata = [("axial", a["by_view"]["axial"]), ("coronal", a["by_view"]["coronal"])]
+    names = {"0": "rendering 0 (darkest)", "2": "rendering 2 (brightest)"}
+    strata += [(names.get(k, f"rendering {k}"), v) for k, v in sorted(a["by_rendering_cluster"].items())]
+    strata += [("axial, kidneys enhanced" if k == "yes" else "axial, kidneys not enhanced", v)
+               for k, v in sorted(a["axial_by_kidney_enhancement"].items(), reverse=True)]
+    print("| stratum | studies N / C / S / T | Cyst sensitivity | Stone sensitivity | Tumor sensitivity | "
+          "false finding on Normal | slice recall Tumor |\n|---|---|---:|---:|---:|---:|---:|")
+    for name, v in strata:
+        n = v["studies"]
+        sens = [v["study_sensitivity"][c] for c in ("Cyst", "Stone", "Tumor")]
+        cell = lambda m: (f"{m['hits']}/{m['n']} = {m['rate']:.2f} ({m['ci95'][0]:.2f}–{m['ci95'][1]:.2f})"  # noqa: E731
+                          if m["n"] >= 5 else f"{m['hits']}/{m['n']}")
+        ffr = v["false_finding_rate_normal"]
+        print(f"| {name} | {n['Normal']} / {n['Cyst']} / {n['Stone']} / {n['Tumor']} | "
+              + " | ".join(cell(m) for m in sens)
+              + f" | {ffr['hits']}/{ffr['n']} | {v['slice_recall']['Tumor']['rate']:.2f} |")
+
+
 def main():
     p = argparse.ArgumentParser()
     p.add_argument("--run")
     p.add_argument("--study", help="training/results/study_rule.json: print the study-level tables only")
+    p.add_argument("--protocol", help="training/results/protocol_audit.json: print the by-protocol table only")
     args = p.parse_args()
+    if args.protocol:
+        protocol_table(args.protocol)
+        return
     if args.study:
         study_tables(args.study)
         return

@@ -4,8 +4,8 @@ under trial is still short of five folds: slice-level macro-F1 and recall at the
 of the shipped recipe's nested rule for that fold (study_rule.json per_fold_choice: temperature and rule chosen on
 the shipped recipe's other folds). One fixed yardstick for every recipe; a recipe gets its own nested rule once its
 five folds are in (study_rule.py --oof).
-    /usr/bin/python3 training/compare_recipes.py [oof oof-candidate oof-counterfactual ...]
-    /usr/bin/python3 training/compare_recipes.py oof crossfit/fold2.csv.gz   # networks trained on 4 folds against 3
+    /usr/bin/python3 training/compare_recipes.py [oof oof-v2 oof-candidate oof-counterfactual ...]
+    /usr/bin/python3 training/compare_recipes.py oof-v2 crossfit/fold2.csv.gz   # networks trained on 4 folds against 3
 """
 import json
 import sys

@@ -166,6 +166,7 @@ def probe(weights, split="test", fold=None, seed=0):
     the network at the manifest's temperature; the real Cyst and Stone slices beside them for reference."""
     import json
     import torch
+    from augment import resize_all
     from data import load_split
     from model import build_model, forward_all, to_input
     from paths import CLASSES, REPO
@@ -193,7 +194,8 @@ def probe(weights, split="test", fold=None, seed=0):
            "thresholds": thr, "sets": {}}
     with torch.no_grad():
         for name, imgs in sets.items():
-            p = torch.cat([torch.softmax(forward_all(net, to_input(np.stack(imgs[j:j + 16])))[0] / t, 1)
+            size = manifest["input"]["width"]  # the network's input: the 224 px slices enlarged, as the engine does
+            p = torch.cat([torch.softmax(forward_all(net, to_input(resize_all(np.stack(imgs[j:j + 16]), size)))[0] / t, 1)
                            for j in range(0, len(imgs), 16)]).numpy()
             out["sets"][name] = {"slices": len(imgs),
                                  "argmax": dict(zip(CLASSES, np.bincount(p.argmax(1), minlength=4).tolist())),

@@ -3,8 +3,9 @@
 
 Each fold runs the shipped recipe (run_all.RECIPE: the same training arguments and weight averaging) on the other four
 folds, with no early stopping (the held-out fold is never looked at during training), and is scored once on its
-held-out fold at 224 px. Writes training/results/cv.json.
+held-out fold at the recipe's input size. Writes training/results/cv.json.
     /usr/bin/python3 training/cv.py --out training/runs/cv [--folds 0,1,2,3,4]
+    /usr/bin/python3 training/cv.py --from-oof training/results/oof   # the same figures from oof.py's fold files
 Resumable: finished folds are skipped, an interrupted fold resumes from its last epoch, and a fold already recorded
 in the committed cv.json for the same recipe is carried over (so a fresh checkout runs only the missing folds). cv.json
 is rewritten after every fold ("complete": false until all planned folds are in).
@@ -20,7 +21,7 @@ import numpy as np
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 from paths import CLASSES, REPO, tune_malloc  # noqa: E402
-from run_all import RECIPE, schedule_length, train_args  # noqa: E402
+from run_all import RECIPE, deploy_res, schedule_length, train_args  # noqa: E402
 
 
 def final_weights(recipe=RECIPE):
@@ -73,7 +74,7 @@ def summarise(folds, planned):
     res = {"protocol": "grouped class-stratified 5-fold (folds.csv); each fold runs the shipped recipe ("
                        + " ".join(RECIPE["train"]) + (f", weight average of epochs {RECIPE['soup_epochs']}"
                                                       if RECIPE["soup_epochs"] else "")
-                       + ") with no early stopping and is scored once at 224 px on its held-out fold, argmax of "
+                       + f") with no early stopping and is scored once at {deploy_res()} px on its held-out fold, argmax of "
                          "uncalibrated logits",
            "recipe": RECIPE, "folds": folds, "n_folds": len(folds), "folds_planned": planned,
            "complete": sorted(folds) == sorted(planned),
@@ -91,18 +92,39 @@ def write_results(path, folds, planned):
     return res
 
 
+def folds_from_oof(folder):
+    """Per-fold figures from oof.py's held-out logits (the same training and scoring as train_fold + score_fold)."""
+    import torch
+    from study_rule import read_rows
+    from train import scores
+    folds = {}
+    for path in sorted(Path(folder).glob("fold*.csv.gz")):
+        rows = read_rows(path)
+        y = np.array([CLASSES.index(r["label"]) for r in rows])
+        logits = torch.tensor([[float(r[f"logit_{c}"]) for c in CLASSES] for r in rows])
+        m = scores(logits, y)
+        folds[int(rows[0]["fold"])] = {"macro_f1": m["macro_f1"], "accuracy": m["acc"],
+                                       "recall": dict(zip(CLASSES, m["recall"])), "f1": dict(zip(CLASSES, m["f1"]))}
+    return folds
+
+
 def main():
     tune_malloc()
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--out", required=True)
     p.add_argument("--folds", default="0,1,2,3,4")
     p.add_argument("--results", default=str(HERE / "results" / "cv.json"))
+    p.add_argument("--from-oof", help="train nothing: cv.json from a folder of oof.py's fold*.csv.gz of the recipe")
     p.add_argument("--summary-only", action="store_true",
                    help="train nothing: write cv.json from the folds already scored (while a run goes on)")
     args = p.parse_args()
     out = Path(args.out)
     folds = {}
     planned = [int(v) for v in args.folds.split(",")]
+    if args.from_oof:
+        res = write_results(args.results, folds_from_oof(args.from_oof), planned)
+        print(json.dumps({k: res[k] for k in ("macro_f1_mean", "macro_f1_sd", "recall_mean")}, indent=1))
+        return
     recorded = json.loads(Path(args.results).read_text()) if Path(args.results).exists() else {}
     recorded = recorded.get("folds", {}) if recorded.get("recipe") == RECIPE else {}
     for k in planned:

@@ -4,7 +4,7 @@ kidneys, unremarkable by eye; another hospital's CT, not in the training data), 
 (training/preprocess.py at 224 px, the manifest's window) and enlarged to each network's size. A recipe that reads
 lesions into these slices generalises worse than its folds say. Uncalibrated softmax, no OOD check, no study rule:
 a probe of the network, not of the product (that is ood_series.py).
-    /usr/bin/python3 training/series_probe.py runs/cv-longer/fold2:224 runs/cv-upsampled/fold2:336 ...
+    /usr/bin/python3 training/series_probe.py runs/cv-longer/fold2:224 runs/cv/fold2:336 ...
 """
 import json
 import sys

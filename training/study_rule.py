@@ -233,13 +233,15 @@ def main():
                    help="shortest run of adjacent slices a finding may need: a finding must be seen on a few adjacent "
                         "slices; short spikes (one or two slices) are what other hospitals' CT shows most")
     p.add_argument("--manifest", default=str(REPO / "models" / "nephra-kidney.json"),
-                   help="the shipped manifest: its rule is measured on the same studies for comparison")
+                   help="the shipped manifest (--write-manifest writes into it)")
+    p.add_argument("--previous", help="the manifest whose rule is measured on the same studies for comparison "
+                                      "(default: --manifest; name the shipped one when --manifest is a new run's)")
     p.add_argument("--oof", default=str(OOF),
                    help="folder of oof.py's fold*.csv.gz; A+B averages the logits of two folders (an ensemble)")
     p.add_argument("--out", default=str(HERE / "results"), help="where study_rule.json and study_roc.png go")
     p.add_argument("--write-manifest", action="store_true",
                    help="put the chosen temperature and rule into --manifest (only with all five folds)")
-    p.add_argument("--version", help="with --write-manifest: the manifest's new version (the network is unchanged)")
+    p.add_argument("--version", help="with --write-manifest: the manifest's new version")
     args = p.parse_args()
     rng = np.random.default_rng(0)
     study, fold, logits, y = load(args.oof)
@@ -266,9 +268,9 @@ def main():
            "per_fold_choice": per_fold,
            "shipped_rule": {"temperature": round(temperature, 6), "rule": rule, "max_ffr": args.max_ffr,
                             "min_threshold": args.min_threshold, "min_run": args.min_run}}
-    man_path = Path(args.manifest)
-    if man_path.exists():
-        man = json.loads(man_path.read_text())
+    previous = Path(args.previous or args.manifest)
+    if previous.exists():
+        man = json.loads(previous.read_text())
         old_rule = {c: {"threshold": man["decision_thresholds"][c],
                         "min_run_slices": (man["study_rule"]["min_run_slices"][c]
                                            if isinstance(man["study_rule"]["min_run_slices"], dict)
@@ -285,6 +287,7 @@ def main():
     if args.write_manifest:
         if not res["complete"]:
             raise SystemExit("--write-manifest needs all five folds")
+        man_path = Path(args.manifest)
         man = json.loads(man_path.read_text())
         if args.version:
             man["version"] = args.version

@@ -49,11 +49,11 @@ class Sampling(unittest.TestCase):
             out = augment(img, rng, 160, render=True)
             self.assertEqual((out.shape, out.dtype), ((160, 160), np.uint8))
 
-    def test_upsampled_recipe_scores_enlarged_slices(self):
+    def test_the_shipped_recipe_scores_enlarged_slices(self):
         from run_all import RECIPES, deploy_res, schedule_length
-        up = RECIPES["upsampled"]
+        up = RECIPES["shipped"]
         self.assertEqual((deploy_res(up), schedule_length(up)), (336, 7))
-        self.assertEqual((deploy_res(RECIPES["shipped"]), schedule_length(RECIPES["longer"])), (224, 13))
+        self.assertEqual((deploy_res(RECIPES["v2"]), schedule_length(RECIPES["longer"])), (224, 13))
         rng = np.random.default_rng(0)
         x = rng.integers(0, 256, (3, 224, 224)).astype(np.uint8)
         self.assertIs(resize_all(x, 224), x)

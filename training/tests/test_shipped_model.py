@@ -29,7 +29,10 @@ class ShippedManifest(unittest.TestCase):
         m = self.man
         self.assertEqual(m["classes"], ["Normal", "Cyst", "Stone", "Tumor"])
         self.assertEqual(m["input"]["name"], "input")
-        self.assertEqual((m["input"]["width"], m["input"]["height"], m["input"]["channels"]), (224, 224, 3))
+        size = m["input"]["width"]
+        self.assertEqual((m["input"]["height"], m["input"]["channels"]), (size, 3))
+        self.assertEqual(m["outputs"]["features_shape"], [1280, -(-size // 32), -(-size // 32)])
+        self.assertLessEqual(m["preprocessing"].get("render_size", size), size)
         self.assertEqual(m["outputs"], {**m["outputs"], "logits": "logits", "features": "features"})
         self.assertEqual(len(m["head"]["weight"]), 4)
         self.assertTrue(all(len(r) == 1280 for r in m["head"]["weight"]))
@@ -62,13 +65,15 @@ class OpenCVParity(unittest.TestCase):
         if not dataset_present():
             self.skipTest(f"{DATASET} is absent: the committed-split test images are needed")
         import torch
+        from augment import resize_all
         from data import load_split
         from export_onnx import compare, load_deployed
         torch.set_num_threads(2)
         _, x, _ = load_split("test", 100)
         self.assertEqual(len(x), 100)
+        man = json.loads(MANIFEST.read_text())
         model = load_deployed(MODELS / "nephra-kidney.pt")
-        res = compare(model, MODELS / json.loads(MANIFEST.read_text())["onnx"], x, batches=(1, 8))
+        res = compare(model, MODELS / man["onnx"], resize_all(x, man["input"]["width"]), batches=(1, 8))
         for bs, r in res.items():
             self.assertLessEqual(r["max_logit_diff"], 1e-4, (bs, r))
             self.assertLessEqual(r["max_feature_diff"], 1e-3, (bs, r))
