@@ -19,7 +19,7 @@
 #   (set everything up, print the URLs and wait until killed, without running the browser), NEPHRA_VIEWER_SERIES (a
 #   folder of CT slices of the same patient instead of the fixture), NEPHRA_VIEWER_RULE (finding:threshold:run, the
 #   manifest copy's rule for that finding; default Cyst:0:1). The README's screenshot:
-#   NEPHRA_VIEWER_SERIES=../shared/data/dicom/tcia-pancreatic-ct-cbct-seg-001 NEPHRA_VIEWER_RULE=Tumor:0.5:1
+#   NEPHRA_VIEWER_SERIES=../shared/data/dicom/tcia-pancreatic-ct-cbct-seg-001 NEPHRA_VIEWER_RULE=Cyst:0.51:3
 # Exit status: 0 success; 77 skipped (chromium, orthanc-dicomweb or tests/viewer/node_modules missing: see
 # tests/viewer/README.md); anything else is a failure, with the reason on stderr.
 set -uo pipefail
