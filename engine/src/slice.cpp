@@ -2,6 +2,9 @@
 
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcrledrg.h>
 #include <dcmtk/dcmdata/dcxfer.h>
 #include <dcmtk/dcmimgle/dcmimage.h>
@@ -11,6 +14,7 @@
 
 #include <array>
 #include <cmath>
+#include <cstdint>
 #include <fstream>
 #include <mutex>
 #include <opencv2/imgcodecs.hpp>
@@ -132,6 +136,63 @@ std::string unsupported_reason(const DcmXfer& xfer) {
   return "";
 }
 
+// DCMTK 3.6.7 reads a JPEG fragment's bit depth by walking its markers (DJCodecDecoder::scanJpegDataForBitDepth)
+// and never steps past a TEM marker (FF 01): a crafted instance would hold a worker forever. Walk the markers as it
+// does and tell whether it would reach one before it stops.
+bool jpeg_marker_walk_never_ends(const Uint8* data, Uint32 length) {
+  std::uint64_t at = 0;
+  while (at + 4 < length) {
+    const unsigned marker = (static_cast<unsigned>(data[at]) << 8U) | data[at + 1];
+    const auto segment = static_cast<std::uint64_t>((static_cast<unsigned>(data[at + 2]) << 8U) | data[at + 3]) + 2;
+    const bool start_of_frame =
+        marker >= 0xffc0 && marker <= 0xffcf && marker != 0xffc4 && marker != 0xffc8 && marker != 0xffcc;
+    const bool with_length =
+        marker == 0xffc4 || marker == 0xffc8 || marker == 0xffcc || (marker >= 0xffda && marker <= 0xfffe);
+    // RSTm, SOI, EOI, and the reserved markers FF03-FFBF: two bytes
+    const bool two_bytes = (marker >= 0xffd0 && marker <= 0xffd9) || (marker > 0xff02 && marker <= 0xffbf);
+    if (marker == 0xff01) return true;
+    if (start_of_frame) return false;  // the bit depth is found
+    if (marker == 0xffff) {
+      at += 1;
+    } else if (with_length) {
+      at += segment;
+    } else if (two_bytes) {
+      at += 2;
+    } else {
+      return false;  // not a marker: DCMTK stops with an error
+    }
+  }
+  return false;
+}
+
+bool decoded_by_dcmjpeg(const DcmXfer& xfer) {
+  const std::string uid = xfer.getXferID();
+  const std::string prefix = "1.2.840.10008.1.2.4.";
+  if (uid.rfind(prefix, 0) != 0) return false;
+  const std::string process = uid.substr(prefix.size());
+  return process.size() == 2 && process >= "50" && process <= "70";
+}
+
+void check_jpeg_fragments(DcmDataset* ds, const DcmXfer& xfer) {
+  if (!decoded_by_dcmjpeg(xfer)) return;
+  DcmElement* element = nullptr;
+  if (ds->findAndGetElement(DCM_PixelData, element).bad()) return;
+  auto* pixels = dynamic_cast<DcmPixelData*>(element);
+  DcmPixelSequence* fragments = nullptr;
+  if (pixels == nullptr || pixels->getEncapsulatedRepresentation(xfer.getXfer(), nullptr, fragments).bad() ||
+      fragments == nullptr) {
+    return;
+  }
+  for (unsigned long i = 1; i < fragments->card(); ++i) {  // item 0 is the offset table
+    DcmPixelItem* item = nullptr;
+    Uint8* data = nullptr;
+    if (fragments->getItem(item, i).bad() || item->getUint8Array(data).bad() || data == nullptr) continue;
+    if (jpeg_marker_walk_never_ends(data, item->getLength())) {
+      throw InputError("corrupt JPEG data: a TEM marker where the decoder looks for the frame header");
+    }
+  }
+}
+
 void check_image_geometry(DcmDataset* ds) {
   Uint16 rows = 0;
   Uint16 cols = 0;
@@ -159,6 +220,7 @@ std::vector<Slice> load_dicom(const std::filesystem::path& path, const Model& mo
   const DcmXfer xfer(ds->getOriginalXfer());
   if (auto reason = unsupported_reason(xfer); !reason.empty()) throw InputError(reason);
   check_image_geometry(ds);
+  check_jpeg_fragments(ds, xfer);
   long frames = 1;
   if (Sint32 n = 0; ds->findAndGetSint32(DCM_NumberOfFrames, n).good() && n > 1) frames = n;
   SliceSource base;

@@ -1,6 +1,9 @@
 // Engine input handling on synthetic DICOM: frames, photometric, sign, sizes, broken files. Needs the shipped model.
 #include <dcmtk/dcmdata/dcdeftag.h>
 #include <dcmtk/dcmdata/dcfilefo.h>
+#include <dcmtk/dcmdata/dcpixel.h>
+#include <dcmtk/dcmdata/dcpixseq.h>
+#include <dcmtk/dcmdata/dcpxitem.h>
 #include <dcmtk/dcmdata/dcuid.h>
 #include <gtest/gtest.h>
 
@@ -47,6 +50,33 @@ bool in_lung(const CtSpec& s, int r, int c) {
   const double radius = s.rows / 8.0;
   return std::hypot(r - s.rows / 2.0, c - s.cols / 2.0 - s.cols / 7.0) < radius ||
          std::hypot(r - s.rows / 2.0, c - s.cols / 2.0 + s.cols / 7.0) < radius;
+}
+
+// A JPEG baseline CT instance whose one fragment is `jpeg` (an 8 x 8 frame, whatever the bytes decode to).
+fs::path write_jpeg_ct(const fs::path& path, std::vector<Uint8> jpeg) {
+  DcmFileFormat file;
+  DcmDataset* ds = file.getDataset();
+  char uid[100];
+  ds->putAndInsertString(DCM_SOPClassUID, UID_CTImageStorage);
+  ds->putAndInsertString(DCM_SOPInstanceUID, dcmGenerateUniqueIdentifier(uid));
+  ds->putAndInsertUint16(DCM_Rows, 8);
+  ds->putAndInsertUint16(DCM_Columns, 8);
+  ds->putAndInsertUint16(DCM_SamplesPerPixel, 1);
+  ds->putAndInsertString(DCM_PhotometricInterpretation, "MONOCHROME2");
+  ds->putAndInsertUint16(DCM_BitsAllocated, 8);
+  ds->putAndInsertUint16(DCM_BitsStored, 8);
+  ds->putAndInsertUint16(DCM_HighBit, 7);
+  ds->putAndInsertUint16(DCM_PixelRepresentation, 0);
+  auto* fragments = new DcmPixelSequence(DCM_PixelSequenceTag);
+  fragments->insert(new DcmPixelItem(DCM_PixelItemTag));  // the (empty) offset table
+  auto* fragment = new DcmPixelItem(DCM_PixelItemTag);
+  fragment->putUint8Array(jpeg.data(), static_cast<unsigned long>(jpeg.size()));
+  fragments->insert(fragment);
+  auto* pixels = new DcmPixelData(DCM_PixelData);
+  pixels->putOriginalRepresentation(EXS_JPEGProcess1, nullptr, fragments);
+  ds->insert(pixels);
+  EXPECT_TRUE(file.saveFile(path.c_str(), EXS_JPEGProcess1).good());
+  return path;
 }
 
 // A CT-like image: a bright disc ("body") on air, written as a DICOM file.
@@ -232,6 +262,10 @@ TEST_F(EngineInput, BrokenInputsGiveClearErrors) {
   fs::copy_file(tmp_.path() / "whole.dcm", cut);
   fs::resize_file(cut, fs::file_size(cut) / 2);
   expect_error(cut, "");
+  // DCMTK 3.6.7's JPEG decoder never gets past a TEM marker before the frame header (found by fuzz_dicom_engine)
+  expect_error(write_jpeg_ct(tmp_.path() / "tem.dcm", {0xFF, 0xD8, 0xFF, 0x01, 0xFF, 0xC0, 0x00, 0x0B, 0x08, 0x00}),
+               "corrupt JPEG data");
+  expect_error(write_jpeg_ct(tmp_.path() / "nosof.dcm", {0xFF, 0xD8, 0xFF, 0xD9, 0x00, 0x00}), "cannot decode");
 }
 
 TEST_F(EngineInput, AnImageAtTheRenderSizeIsTakenAsItIs) {
