@@ -1,5 +1,5 @@
-// Engine throughput: slices per second through nephra::engine::Classifier (preprocessed 224x224 inputs, so only
-// inference + calibration + OOD + CAM is timed). The GEMM peak it is compared with: gemm_bench.cpp.
+// Engine throughput: slices per second through nephra::engine::Classifier (inputs already at the model's input
+// size, so only inference + calibration + OOD + CAM is timed). The GEMM peak it is compared with: gemm_bench.cpp.
 //   nephra_engine_bench MODEL.json SLICES THREADS BATCH [--backend onednn|opencv] [DICOM...]   → one JSON line
 // Inputs: random images, or the given DICOM files preprocessed as the node does (repeated up to SLICES).
 #include <chrono>
