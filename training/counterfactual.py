@@ -195,8 +195,8 @@ def probe(weights, split="test", fold=None, seed=0):
     with torch.no_grad():
         for name, imgs in sets.items():
             size = manifest["input"]["width"]  # the network's input: the 224 px slices enlarged, as the engine does
-            p = torch.cat([torch.softmax(forward_all(net, to_input(resize_all(np.stack(imgs[j:j + 16]), size)))[0] / t, 1)
-                           for j in range(0, len(imgs), 16)]).numpy()
+            batches = [resize_all(np.stack(imgs[j:j + 16]), size) for j in range(0, len(imgs), 16)]
+            p = torch.cat([torch.softmax(forward_all(net, to_input(b))[0] / t, 1) for b in batches]).numpy()
             out["sets"][name] = {"slices": len(imgs),
                                  "argmax": dict(zip(CLASSES, np.bincount(p.argmax(1), minlength=4).tolist())),
                                  "mean_probability": dict(zip(CLASSES, [round(float(v), 4) for v in p.mean(0)])),

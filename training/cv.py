@@ -74,8 +74,8 @@ def summarise(folds, planned):
     res = {"protocol": "grouped class-stratified 5-fold (folds.csv); each fold runs the shipped recipe ("
                        + " ".join(RECIPE["train"]) + (f", weight average of epochs {RECIPE['soup_epochs']}"
                                                       if RECIPE["soup_epochs"] else "")
-                       + f") with no early stopping and is scored once at {deploy_res()} px on its held-out fold, argmax of "
-                         "uncalibrated logits",
+                       + f") with no early stopping and is scored once at {deploy_res()} px on its held-out fold, "
+                         "argmax of uncalibrated logits",
            "recipe": RECIPE, "folds": folds, "n_folds": len(folds), "folds_planned": planned,
            "complete": sorted(folds) == sorted(planned),
            "macro_f1_mean": round(float(f1.mean()), 4), "macro_f1_sd": round(float(f1.std(ddof=1)), 4) if len(f1) > 1 else None,
