@@ -65,12 +65,9 @@ def protocol_table(path):
     for name, v in strata:
         n = v["studies"]
         sens = [v["study_sensitivity"][c] for c in ("Cyst", "Stone", "Tumor")]
-        def cell(m):
-            ci = f"({m['ci95'][0]:.2f}–{m['ci95'][1]:.2f})"
-            return f"{m['hits']}/{m['n']} = {m['rate']:.2f} {ci}" if m["n"] >= 5 else f"{m['hits']}/{m['n']}"
         ffr = v["false_finding_rate_normal"]
         print(f"| {name} | {n['Normal']} / {n['Cyst']} / {n['Stone']} / {n['Tumor']} | "
-              + " | ".join(cell(m) for m in sens)
+              + " | ".join(rate(m) if m["n"] >= 5 else f"{m['hits']}/{m['n']}" for m in sens)
               + f" | {ffr['hits']}/{ffr['n']} | {v['slice_recall']['Tumor']['rate']:.2f} |")
 
 

@@ -192,9 +192,9 @@ def probe(weights, split="test", fold=None, seed=0):
         sets[f"real {c} slices (all views)"] = list(x[y == CLASSES.index(c)])
     out = {"split": split if fold is None else f"held-out fold {fold}", "weights": str(weights), "temperature": t,
            "thresholds": thr, "sets": {}}
+    size = manifest["input"]["width"]  # the network's input: the 224 px slices enlarged, as the engine does
     with torch.no_grad():
         for name, imgs in sets.items():
-            size = manifest["input"]["width"]  # the network's input: the 224 px slices enlarged, as the engine does
             batches = [resize_all(np.stack(imgs[j:j + 16]), size) for j in range(0, len(imgs), 16)]
             p = torch.cat([torch.softmax(forward_all(net, to_input(b))[0] / t, 1) for b in batches]).numpy()
             out["sets"][name] = {"slices": len(imgs),

@@ -95,16 +95,14 @@ def write_results(path, folds, planned):
 def folds_from_oof(folder):
     """Per-fold figures from oof.py's held-out logits (the same training and scoring as train_fold + score_fold)."""
     import torch
-    from study_rule import read_rows
+    from study_rule import load
     from train import scores
+    _, fold, logits, y = load(folder)
     folds = {}
-    for path in sorted(Path(folder).glob("fold*.csv.gz")):
-        rows = read_rows(path)
-        y = np.array([CLASSES.index(r["label"]) for r in rows])
-        logits = torch.tensor([[float(r[f"logit_{c}"]) for c in CLASSES] for r in rows])
-        m = scores(logits, y)
-        folds[int(rows[0]["fold"])] = {"macro_f1": m["macro_f1"], "accuracy": m["acc"],
-                                       "recall": dict(zip(CLASSES, m["recall"])), "f1": dict(zip(CLASSES, m["f1"]))}
+    for k in sorted(set(fold.tolist())):
+        m = scores(torch.from_numpy(logits[fold == k]).float(), y[fold == k])
+        folds[k] = {"macro_f1": m["macro_f1"], "accuracy": m["acc"],
+                    "recall": dict(zip(CLASSES, m["recall"])), "f1": dict(zip(CLASSES, m["f1"]))}
     return folds
 
 

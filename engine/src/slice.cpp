@@ -165,16 +165,8 @@ bool jpeg_marker_walk_never_ends(const Uint8* data, Uint32 length) {
   return false;
 }
 
-bool decoded_by_dcmjpeg(const DcmXfer& xfer) {
-  const std::string uid = xfer.getXferID();
-  const std::string prefix = "1.2.840.10008.1.2.4.";
-  if (uid.rfind(prefix, 0) != 0) return false;
-  const std::string process = uid.substr(prefix.size());
-  return process.size() == 2 && process >= "50" && process <= "70";
-}
-
 void check_jpeg_fragments(DcmDataset* ds, const DcmXfer& xfer) {
-  if (!decoded_by_dcmjpeg(xfer)) return;
+  if (xfer.getJPEGProcess8Bit() == 0) return;  // not a syntax dcmjpeg decodes (JPEG-LS, RLE, native)
   DcmElement* element = nullptr;
   if (ds->findAndGetElement(DCM_PixelData, element).bad()) return;
   auto* pixels = dynamic_cast<DcmPixelData*>(element);

@@ -52,33 +52,6 @@ bool in_lung(const CtSpec& s, int r, int c) {
          std::hypot(r - s.rows / 2.0, c - s.cols / 2.0 + s.cols / 7.0) < radius;
 }
 
-// A JPEG baseline CT instance whose one fragment is `jpeg` (an 8 x 8 frame, whatever the bytes decode to).
-fs::path write_jpeg_ct(const fs::path& path, std::vector<Uint8> jpeg) {
-  DcmFileFormat file;
-  DcmDataset* ds = file.getDataset();
-  char uid[100];
-  ds->putAndInsertString(DCM_SOPClassUID, UID_CTImageStorage);
-  ds->putAndInsertString(DCM_SOPInstanceUID, dcmGenerateUniqueIdentifier(uid));
-  ds->putAndInsertUint16(DCM_Rows, 8);
-  ds->putAndInsertUint16(DCM_Columns, 8);
-  ds->putAndInsertUint16(DCM_SamplesPerPixel, 1);
-  ds->putAndInsertString(DCM_PhotometricInterpretation, "MONOCHROME2");
-  ds->putAndInsertUint16(DCM_BitsAllocated, 8);
-  ds->putAndInsertUint16(DCM_BitsStored, 8);
-  ds->putAndInsertUint16(DCM_HighBit, 7);
-  ds->putAndInsertUint16(DCM_PixelRepresentation, 0);
-  auto* fragments = new DcmPixelSequence(DCM_PixelSequenceTag);
-  fragments->insert(new DcmPixelItem(DCM_PixelItemTag));  // the (empty) offset table
-  auto* fragment = new DcmPixelItem(DCM_PixelItemTag);
-  fragment->putUint8Array(jpeg.data(), static_cast<unsigned long>(jpeg.size()));
-  fragments->insert(fragment);
-  auto* pixels = new DcmPixelData(DCM_PixelData);
-  pixels->putOriginalRepresentation(EXS_JPEGProcess1, nullptr, fragments);
-  ds->insert(pixels);
-  EXPECT_TRUE(file.saveFile(path.c_str(), EXS_JPEGProcess1).good());
-  return path;
-}
-
 // A CT-like image: a bright disc ("body") on air, written as a DICOM file.
 fs::path write_ct(const fs::path& path, const CtSpec& s) {
   DcmFileFormat file;
@@ -119,6 +92,27 @@ fs::path write_ct(const fs::path& path, const CtSpec& s) {
     ds->putAndInsertUint16Array(DCM_PixelData, px.data(), static_cast<unsigned long>(px.size()));
   }
   EXPECT_TRUE(file.saveFile(path.c_str(), EXS_LittleEndianExplicit).good());
+  return path;
+}
+
+// write_ct's header, 8 bits, with one JPEG baseline fragment `jpeg` (whatever the bytes decode to).
+fs::path write_jpeg_ct(const fs::path& path, std::vector<Uint8> jpeg) {
+  write_ct(path, {.rows = 8, .cols = 8, .pixels = false});
+  DcmFileFormat file;
+  EXPECT_TRUE(file.loadFile(path.c_str()).good());
+  DcmDataset* ds = file.getDataset();
+  ds->putAndInsertUint16(DCM_BitsAllocated, 8);
+  ds->putAndInsertUint16(DCM_BitsStored, 8);
+  ds->putAndInsertUint16(DCM_HighBit, 7);
+  auto* fragments = new DcmPixelSequence(DCM_PixelSequenceTag);
+  fragments->insert(new DcmPixelItem(DCM_PixelItemTag));  // the (empty) offset table
+  auto* fragment = new DcmPixelItem(DCM_PixelItemTag);
+  fragment->putUint8Array(jpeg.data(), static_cast<unsigned long>(jpeg.size()));
+  fragments->insert(fragment);
+  auto* pixels = new DcmPixelData(DCM_PixelData);
+  pixels->putOriginalRepresentation(EXS_JPEGProcess1, nullptr, fragments);
+  ds->insert(pixels);
+  EXPECT_TRUE(file.saveFile(path.c_str(), EXS_JPEGProcess1).good());
   return path;
 }
 
